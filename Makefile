@@ -1,0 +1,35 @@
+# olmo3-flow: `make run` and `make test` set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run run-micro test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0          # the CPU wheel; an unpinned torch pulls CUDA
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup  ## the default tiny end-to-end flow (about 15-20 minutes on 2 CPU cores)
+	$(VENV)/bin/olmo3-flow run $(ARGS)
+
+run-micro: setup  ## the whole flow at test size (a few minutes)
+	$(VENV)/bin/olmo3-flow run preset=micro $(ARGS)
+
+test: setup  ## fast unit tests plus end-to-end flows on the micro preset
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup  ## multi-process training, kill/resume, S3, local stack
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+bench: setup  ## curation throughput vs datatrove, dedup precision/recall
+	$(PY) benchmarks/bench_curation.py
+
+clean:
+	rm -rf .olmo3

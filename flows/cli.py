@@ -1,0 +1,127 @@
+"""`olmo3-flow`: the user entry point.
+
+    olmo3-flow run [--dry-run] [hydra overrides...]
+    olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
+    olmo3-flow trace-tokens <shard.npy> <offset>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from olmo3_core.home import configure_environment
+
+
+def _dry_run(overrides: list[str]) -> int:
+    from olmo3_core.model import count_parameters
+    from olmo3_core.runner import make_store
+    from olmo3_core.plan import build_plan
+
+    cfg = _compose(overrides)
+    plan, store = build_plan(cfg), make_store(cfg)
+    print(f"model: {count_parameters(cfg['model']) / 1e9:.2f}B parameters "
+          f"({count_parameters(cfg['model']):,}); artifacts under {store.root}")
+    print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")
+    for name, spec in plan.stages.items():
+        status = "cached" if store.load_manifest(spec.kind, spec.fingerprint) else "to run"
+        print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
+    return 0
+
+
+def _compose(overrides: list[str]) -> dict:
+    from olmo3_core.config import ConfigError, compose_config
+
+    try:
+        return compose_config(overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(overrides: list[str]) -> int:
+    _compose(overrides)  # fail on a bad config before Prefect starts anything
+    from flows.model_flow import model_flow
+    from olmo3_core.home import project_home
+
+    started = time.time()
+    uris = model_flow(overrides=overrides)
+    print(f"\nmodel flow finished in {time.time() - started:.0f}s. Exported models:")
+    for name, uri in uris.items():
+        if name.endswith("/export"):
+            print(f"  {name.split('/')[0]:<10} {uri}/model")
+    print(f"\nLineage:   olmo3-flow lineage {next((u for n, u in uris.items() if n.endswith('/export')), '<uri>')}/model")
+    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{project_home() / 'mlflow.db'} --port 5000")
+    print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
+    return 0
+
+
+def _lineage(target: str, as_json: bool, overrides: list[str]) -> int:
+    from pathlib import Path
+
+    from olmo3_core.lineage import LineageError, find_manifest, format_text, read_manifest, summarize, walk
+
+    options = _compose(overrides)["storage"]["storage_options"] if overrides else {}
+    try:
+        if Path(target).exists():
+            manifest = find_manifest(target)
+        elif "://" in target:
+            manifest = read_manifest(target.removesuffix("/model"), options)
+        else:
+            manifest = read_manifest(_artifact_of_run(target, overrides), options)
+        rows = summarize(walk(manifest, options))
+    except LineageError as exc:
+        print(f"lineage: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=2) if as_json else format_text(rows))
+    return 0
+
+
+def _artifact_of_run(run_id: str, overrides: list[str]) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from olmo3_core.home import default_tracking_uri
+    from olmo3_core.lineage import LineageError
+
+    uri = (_compose(overrides)["tracking"]["uri"] if overrides else None) or default_tracking_uri()
+    try:
+        tags = MlflowClient(tracking_uri=uri).get_run(run_id).data.tags
+    except Exception as exc:  # MLflow raises its own exception types for unknown ids
+        raise LineageError(f"{run_id!r} is neither a path, an artifact URI nor an MLflow run id: {exc}") from exc
+    if "artifact_uri" not in tags:
+        raise LineageError(f"MLflow run {run_id} is not a stage run (no artifact_uri tag)")
+    return tags["artifact_uri"]
+
+
+def _trace(shard: str, offset: int) -> int:
+    from olmo3_core.data.provenance import trace_token
+
+    print(json.dumps(trace_token(shard, offset), indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_environment()
+    parser = argparse.ArgumentParser(prog="olmo3-flow", description="The OLMo 3 model flow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the model flow (Hydra overrides, e.g. preset=micro sft.lr=1e-4)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, fingerprints and cache status only")
+    run.add_argument("overrides", nargs="*")
+    lin = sub.add_parser("lineage", help="show where an artifact or exported model came from")
+    lin.add_argument("target")
+    lin.add_argument("--json", action="store_true")
+    lin.add_argument("overrides", nargs="*", help="config overrides for storage/tracking (e.g. storage.root=s3://...)")
+    trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
+    trace.add_argument("shard")
+    trace.add_argument("offset", type=int)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _dry_run(args.overrides) if args.dry_run else _run(args.overrides)
+    if args.command == "lineage":
+        return _lineage(args.target, args.json, args.overrides)
+    return _trace(args.shard, args.offset)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The OLMo 3 model flow: compose the config, build the plan, run each stage as a Prefect task in
+dependency order, and summarize what was built where.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from olmo3_core.config import compose_config
+from olmo3_core.runner import close_session, open_session
+from tasks.stage import run_stage
+
+logging.getLogger("olmo3_core").setLevel(logging.INFO)  # library logs reach the Prefect run logs
+
+def summary_markdown(plan, manifests: dict[str, dict[str, Any]]) -> str:
+    rows = ["| stage | fingerprint | artifact | key metrics |", "|---|---|---|---|"]
+    for name, spec in plan.stages.items():
+        m = manifests.get(name, {})
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in list(m.get("metrics", {}).items())[:3])
+        rows.append(f"| {name} | `{spec.fingerprint[:12]}` | `{m.get('uri', '-')}` | {metrics} |")
+    return "\n".join(rows)
+
+
+@flow(name="model-flow", log_prints=True)
+def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
+    """Run the model flow for Hydra `overrides` (e.g. ["preset=micro", "sft.lr=1e-4"])."""
+    overrides = list(overrides or [])
+    cfg = compose_config(overrides)
+    logger = get_run_logger()
+    session = open_session(cfg, overrides, tags={"prefect_flow_run_id": str(flow_run.id),
+                                                 "prefect_flow_run_name": str(flow_run.name)})
+    logger.info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.parent_run_id)
+    gate = threading.Semaphore(cfg["orchestration"]["max_parallel_stages"])
+    task = run_stage.with_options(retries=cfg["orchestration"]["retries"], retry_delay_seconds=2)
+    futures: dict[str, Any] = {}
+    ok = False
+    try:
+        for name, spec in session.plan.stages.items():
+            futures[name] = task.with_options(task_run_name=name).submit(
+                session, name, gate, wait_for=[futures[p] for p in spec.parents])
+        manifests = {name: future.result() for name, future in futures.items()}
+        ok = True
+    finally:
+        close_session(session, ok)
+    create_markdown_artifact(markdown=summary_markdown(session.plan, manifests), key="model-flow-summary",
+                             description="Stages, fingerprints and artifacts of this flow run")
+    return {name: m["uri"] for name, m in manifests.items()}

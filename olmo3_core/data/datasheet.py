@@ -1,0 +1,77 @@
+"""The datasheet: what went in, what came out and why, per source and per mix.
+
+Written as `datasheet.json`, rendered to markdown (the stage report) and to PNG plots (token share
+per source in each mix, removals by reason), so every curation decision is accounted for.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from olmo3_core.data.mixing import MixPlan, SourceDocs
+from olmo3_core.data.pipeline import ShardReport
+
+
+def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs) -> dict[str, Any]:
+    """One source's totals; `dups` counts dedup reasons for its documents."""
+    total = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
+    merged = lambda attr: dict(sum((getattr(r, attr) for r in reports), Counter()))  # noqa: E731
+    removed = Counter(merged("removed")) + dups
+    after_filters = total("docs_out")
+    return {
+        "shards": len(reports),
+        "inputs": sorted({u for r in reports for u in r.uris}),
+        "docs_in": total("docs_in"),
+        "docs_out": int(docs.length.size),
+        "quarantined": merged("quarantined"),
+        "removed": dict(sorted(removed.items())),
+        "chars_in": total("chars_in"),
+        "chars_out_before_dedup": total("chars_out"),
+        "tokens": int(docs.length.sum()),
+        "languages": merged("languages"),
+        "dedup": {"exact": dups["dedup:exact"], "fuzzy": dups["dedup:fuzzy"],
+                  "rate": round((dups["dedup:exact"] + dups["dedup:fuzzy"]) / max(after_filters, 1), 4)},
+        "decontam": {"docs": sum(n for k, n in removed.items() if k.startswith("decontam:")) + total("decontam_masked"),
+                     "masked_docs": total("decontam_masked"), "ngrams": total("decontam_ngrams"),
+                     "items_by_set": merged("decontam_sets")},
+    }
+
+
+def mix_sheet(plan: MixPlan, packed: dict[str, int], target_tokens: int) -> dict[str, Any]:
+    return {"target_tokens": target_tokens, "tokens": sum(s["tokens"] for s in plan.shares.values()),
+            "docs": sum(s["docs"] for s in plan.shares.values()), **packed, "sources": plan.shares, "notes": plan.notes}
+
+
+def markdown(sheet: dict[str, Any]) -> str:
+    lines = ["### Data: datasheet", "", "| source | docs in | docs out | quarantined | tokens | exact dups | near dups | decontam docs | languages |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in sheet["sources"].items():
+        langs = ", ".join(f"{k} {v}" for k, v in Counter(s["languages"]).most_common(4))
+        lines.append(f"| {name} | {s['docs_in']} | {s['docs_out']} | {sum(s['quarantined'].values())} | {s['tokens']} | "
+                     f"{s['dedup']['exact']} | {s['dedup']['fuzzy']} | {s['decontam']['docs']} | {langs} |")
+    lines += ["", "**Removals by reason**", "", "| source | reason | docs |", "|---|---|---|"]
+    lines += [f"| {n} | {r} | {c} |" for n, s in sheet["sources"].items() for r, c in {**s["removed"], **{
+        f"quarantine:{k}": v for k, v in s["quarantined"].items()}}.items()]
+    lines += ["", "**Mixes (achieved vs target token share)**", "", "| mix | source | target | achieved | tokens | docs (unique) | epochs |",
+              "|---|---|---|---|---|---|---|"]
+    for mix, m in sheet["mixes"].items():
+        lines += [f"| {mix} | {src} | {v['target']:.3f} | {v['achieved']:.3f} | {v['tokens']} | {v['docs']} ({v['unique_docs']}) | {v['epochs']} |"
+                  for src, v in m["sources"].items()]
+        lines.append(f"| {mix} | **total** | | | {m['tokens']} (target {m['target_tokens']}) | {m['docs']} | {m['shards']} shards |")
+    lines += ["", f"Tokenizer: byte-level BPE, vocab {sheet['tokenizer']['vocab_size']}, trained on "
+              f"{sheet['tokenizer']['train_chars']} characters."]
+    lines += [f"- {note}" for note in sheet["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plots(sheet: dict[str, Any], out_dir: Path) -> list[Path]:
+    from olmo3_core.plots import bar_plot
+
+    shares = {f"{mix}/{src}": v["achieved"] for mix, m in sheet["mixes"].items() for src, v in m["sources"].items()}
+    removals = Counter()
+    for s in sheet["sources"].values():
+        removals.update(s["removed"])
+        removals.update({f"quarantine:{k}": v for k, v in s["quarantined"].items()})
+    return [bar_plot(shares, out_dir / "token_share.png", "Achieved token share per source", "share of mix tokens"),
+            bar_plot(dict(removals.most_common(20)) or {"none": 0}, out_dir / "removals.png", "Documents removed by reason", "documents")]

@@ -1,0 +1,95 @@
+"""Mixing: per-source target token shares, met by seeded up/down-sampling of whole documents.
+
+A mix's shares are its preset (Dolma 3 Mix, Dolmino, Longmino, ...) overridden by per-source
+`proportions`, normalized over the sources that exist. Each source is sampled in seeded shuffled
+epochs (or longest first, for long-context mixes) until it reaches its token target, so a small
+source is upsampled (repeated) and a large one downsampled; achieved shares are reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from olmo3_core.data.config import DataConfig, MixConfig
+
+
+class EmptyMixError(RuntimeError):
+    """A mix would be empty: never write silently empty training data."""
+
+
+@dataclass
+class SourceDocs:
+    """One source's curated, tokenized documents as parallel arrays (one entry per document)."""
+
+    name: str
+    token_files: list[str]  # per shard, relative to the output dir
+    doc_files: list[str]  # per shard, relative to the output dir
+    shard: np.ndarray
+    row: np.ndarray  # row in the shard's documents file
+    offset: np.ndarray  # start in the shard's token file
+    length: np.ndarray  # tokens, including the trailing EOS
+    ids: list[str]
+
+
+@dataclass
+class MixPlan:
+    name: str
+    picks: list[tuple[str, np.ndarray]]  # (source, document indices), in packing order after `interleave`
+    shares: dict[str, dict[str, float]]  # source -> target/achieved share, tokens, epochs
+    notes: list[str]
+
+
+def target_shares(cfg: DataConfig, mix: MixConfig, available: list[str]) -> dict[str, float]:
+    raw = {**(cfg.presets.get(mix.preset, {}) if mix.preset else {}), **mix.proportions}
+    shares = {s: float(w) for s, w in raw.items() if s in available and w > 0}
+    total = sum(shares.values())
+    return {s: w / total for s, w in shares.items()} if total else {}
+
+
+def _sample(docs: SourceDocs, target: int, mix: MixConfig, rng: np.random.Generator) -> np.ndarray:
+    """Document indices totalling at least `target` tokens, cycling through eligible documents."""
+    eligible = np.flatnonzero(docs.length >= mix.min_doc_tokens)
+    if target <= 0 or eligible.size == 0:
+        return np.empty(0, dtype=np.int64)
+    longest = eligible[np.argsort(-docs.length[eligible], kind="stable")] if mix.longest_first else None
+    picks, need = [], target
+    while True:
+        order = longest if longest is not None else rng.permutation(eligible)
+        cum = np.concatenate([[0], np.cumsum(docs.length[order])])
+        if cum[-1] < need:  # a whole epoch fits: take it and cycle again
+            picks.append(order)
+            need -= int(cum[-1])
+            continue
+        k = int(np.searchsorted(cum, need))  # cum[k-1] < need <= cum[k]: stop at whichever is closer
+        take = k if cum[k] - need <= need - cum[k - 1] else k - 1
+        picks.append(order[: max(take, 0 if picks else 1)])  # a source with a share gets at least one doc
+        return np.concatenate(picks)
+
+
+def plan_mix(cfg: DataConfig, name: str, sources: dict[str, SourceDocs]) -> MixPlan:
+    mix = cfg.mixes[name]
+    shares = target_shares(cfg, mix, [s for s, d in sources.items() if d.length.size])
+    rng = np.random.default_rng([cfg.seed, sum(map(ord, name))])
+    picks, notes = [], []
+    for source, share in shares.items():
+        chosen = _sample(sources[source], round(share * mix.tokens), mix, rng)
+        if chosen.size == 0:
+            notes.append(f"{name}: source {source!r} has no document of >= {mix.min_doc_tokens} tokens")
+        picks.append((source, chosen))
+    tokens = {s: int(sources[s].length[idx].sum()) for s, idx in picks}
+    total = sum(tokens.values())
+    if total == 0:
+        raise EmptyMixError(f"mix {name!r} is empty: target shares {shares or 'none (no source with tokens has a share)'}; "
+                            + "; ".join(notes))
+    report = {s: {"target": round(shares[s], 4), "achieved": round(tokens[s] / total, 4), "tokens": tokens[s],
+                  "docs": int(idx.size), "unique_docs": int(np.unique(idx).size),
+                  "epochs": round(tokens[s] / max(int(sources[s].length.sum()), 1), 3)} for s, idx in picks}
+    return MixPlan(name, picks, report, notes)
+
+
+def interleave(plan: MixPlan, seed: int) -> list[tuple[str, int]]:
+    """All picks as (source, document index) in one seeded shuffled order, so sources interleave."""
+    flat = [(s, int(i)) for s, idx in plan.picks for i in idx]
+    order = np.random.default_rng([seed, sum(map(ord, plan.name)), 1]).permutation(len(flat))
+    return [flat[i] for i in order]

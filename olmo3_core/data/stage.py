@@ -1,0 +1,190 @@
+"""The data stage: sources -> curated documents -> tokenizer -> three packed mixes + datasheet.
+
+Phases: (1) plan shards (materializing the built-in sources as Dolma JSONL), (2) curate shards in
+parallel, (3) deduplicate globally in a fixed order, (4) train the tokenizer on the curated text,
+(5) tokenize shards in parallel, (6) mix and pack, (7) write the datasheet. Everything that shapes
+the output comes from `ctx.config`; `workers` and `executor` only decide where work runs.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from olmo3_core.chat import EOS_TOKEN
+from olmo3_core.data import config as data_config
+from olmo3_core.data import datasheet, provenance, tokenizer
+from olmo3_core.data.builtin import GENERATORS
+from olmo3_core.data.config import MIX_NAMES, DataConfig
+from olmo3_core.data.decontam import Decontaminator, load_eval_items
+from olmo3_core.data.dedup import Deduplicator, Duplicate
+from olmo3_core.data.documents import JsonlWriter, expand_paths, file_digest, read_jsonl
+from olmo3_core.data.executor import make_executor, map_ordered
+from olmo3_core.data.mixing import EmptyMixError, SourceDocs, interleave, plan_mix
+from olmo3_core.data.pipeline import ShardReport, ShardTask, TokenizeTask, curate_shard, tokenize_shard
+from olmo3_core.stages import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+Drops = dict[int, dict[int, Duplicate]]  # report index -> documents-file row -> why it was dropped
+
+
+def _materialize(docs: Iterator[dict], out: Path, per_shard: int) -> list[str]:
+    """Built-in documents -> `sources/<name>/shard_N.jsonl.gz`, read back like any user file."""
+    uris = []
+    for n, batch in enumerate(iter(lambda: list(itertools.islice(docs, per_shard)), [])):
+        with JsonlWriter(out / f"shard_{n:05d}.jsonl.gz") as writer:
+            for doc in batch:
+                writer.write(doc)
+        uris.append(str(writer.path))
+    return uris
+
+
+def plan_shards(cfg: DataConfig, out: Path, decontaminator: Decontaminator | None) -> tuple[list[ShardTask], list[tuple[str, str, dict]]]:
+    """Shard tasks for every source, plus (source, uri, storage options) of every raw input read."""
+    tasks, raw = [], []
+    for name, src in cfg.sources.items():
+        options = {**cfg.storage_options, **src.storage_options}
+        if src.kind in GENERATORS:
+            docs, inputs = GENERATORS[src.kind](name, src, cfg.seed)
+            groups = [[u] for u in _materialize(docs, out / "sources" / name, src.docs_per_shard)]
+            options = {}
+        else:
+            inputs = expand_paths(src.paths, options)
+            per = src.docs_per_shard if src.kind == "pdf" else 1
+            groups = [inputs[i : i + per] for i in range(0, len(inputs), per)]
+        raw += [(name, uri, options if src.kind not in GENERATORS else {}) for uri in inputs]
+        tasks += [ShardTask(name, f"shard_{i:05d}", uris, "pdf" if src.kind == "pdf" else "documents",
+                            data_config.processor_chain(cfg, name), cfg.dedup, str(out), options, src.pdf_backend,
+                            cfg.quarantine_sample_chars, decontaminator) for i, uris in enumerate(groups)]
+    return tasks, raw
+
+
+def _digest(item: tuple[str, str, dict]) -> dict[str, Any]:
+    source, uri, options = item
+    sha, size = file_digest(uri, options)
+    return {"uri": uri if "://" in uri else Path(uri).resolve().as_uri(), "sha256": sha, "source": source, "bytes": size}
+
+
+def deduplicate(cfg: DataConfig, reports: list[ShardReport], out: Path, progress) -> Drops:
+    """Global dedup in config order; writes `attributes/<source>/<shard>.dedup.jsonl.gz`."""
+    dedup, drops = Deduplicator(cfg.dedup), {}
+    for n, rep in enumerate(reports):
+        drops[n] = {}
+        with JsonlWriter(out / "attributes" / rep.source / f"{rep.shard}.dedup.jsonl.gz") as attrs:
+            for row, (doc_id, digest) in enumerate(zip(rep.ids, rep.hashes)):
+                sig = rep.signatures[row] if rep.signatures is not None else None
+                dup = dedup.add((n, row), digest, sig)
+                record = {"id": doc_id, "doc_row": row, "decision": dup.reason if dup else "kept"}
+                if dup:
+                    drops[n][row] = dup
+                    kept = reports[dup.kept[0]]
+                    record |= {"kept_in_favour_of": {"id": kept.ids[dup.kept[1]], "source": kept.source},
+                               "similarity": round(dup.similarity, 4)}
+                attrs.write(record)
+        progress(n + 1, len(reports), "deduplicate")
+    return drops
+
+
+def _documents_file(rep: ShardReport) -> str:
+    return f"documents/{rep.source}/{rep.shard}.jsonl.gz"
+
+
+def training_texts(reports: list[ShardReport], drops: Drops, out: Path, limit: int) -> Iterator[str]:
+    """Curated texts, round-robin over sources so each shapes the vocabulary, up to `limit` chars."""
+    def source_stream(source: str) -> Iterator[str]:
+        for n, rep in enumerate(reports):
+            if rep.source == source:
+                for row, doc in enumerate(read_jsonl(out / _documents_file(rep))):
+                    if row not in drops[n]:
+                        yield doc["text"]
+
+    streams = [source_stream(s) for s in dict.fromkeys(r.source for r in reports)]
+    used = 0
+    for text in (t for group in itertools.zip_longest(*streams) for t in group if t is not None):
+        if used >= limit:
+            return
+        yield text[: limit - used]
+        used += len(text)
+
+
+def tokenize(executor, reports: list[ShardReport], drops: Drops, out: Path, eos_id: int, progress) -> dict[str, SourceDocs]:
+    tasks = [TokenizeTask(str(out / _documents_file(r)), frozenset(drops[n]), str(out / "tokenizer" / "tokenizer.json"),
+                          eos_id, str(out / "tokens" / r.source / f"{r.shard}.npy")) for n, r in enumerate(reports)]
+    results = map_ordered(executor, tokenize_shard, tasks, progress, "tokenize")
+    sources: dict[str, SourceDocs] = {}
+    for rep, (rows, lengths) in zip(reports, results):
+        docs = sources.setdefault(rep.source, SourceDocs(rep.source, [], [], *(np.empty(0, np.int64),) * 4, []))
+        shard = len(docs.token_files)
+        docs.token_files.append(f"tokens/{rep.source}/{rep.shard}.npy")
+        docs.doc_files.append(_documents_file(rep))
+        docs.shard = np.append(docs.shard, np.full(rows.size, shard))
+        docs.row = np.append(docs.row, rows)
+        docs.offset = np.append(docs.offset, np.cumsum(lengths) - lengths)
+        docs.length = np.append(docs.length, lengths)
+        docs.ids += [rep.ids[r] for r in rows]
+    return sources
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, out = data_config.load(ctx.config), Path(ctx.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items, notes = load_eval_items(cfg.decontam, cfg.storage_options)
+    decontaminator = Decontaminator(cfg.decontam, items) if items else None
+    tasks, raw = plan_shards(cfg, out, decontaminator)
+    with make_executor(cfg) as executor:
+        raw_inputs = map_ordered(executor, _digest, raw, ctx.tracker.progress, "hash raw inputs")
+        reports = map_ordered(executor, curate_shard, tasks, ctx.tracker.progress, "curate shards")
+        drops = deduplicate(cfg, reports, out, ctx.tracker.progress)
+        tok = tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer")
+        sources = tokenize(executor, reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN), ctx.tracker.progress)
+    sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes, len(tok))
+    shutil.rmtree(out / "tokens")
+    return _result(ctx, sheet, raw_inputs, out)
+
+
+def _mix_and_describe(cfg: DataConfig, reports, drops: Drops, sources: dict[str, SourceDocs], out: Path,
+                      notes: list[str], vocab: int) -> dict[str, Any]:
+    dups: dict[str, Counter] = {s: Counter() for s in cfg.sources}
+    for n, rep in enumerate(reports):
+        dups[rep.source].update(d.reason for d in drops[n].values())
+    empty = lambda s: SourceDocs(s, [], [], *(np.empty(0, np.int64),) * 4, [])  # noqa: E731
+    sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s], sources.get(s, empty(s)))
+                                         for s in cfg.sources}, "mixes": {}, "notes": notes,
+                             "tokenizer": {"vocab_size": vocab, "train_chars": cfg.tokenizer.train_chars}}
+    for mix in MIX_NAMES:
+        try:
+            plan = plan_mix(cfg, mix, sources)
+        except EmptyMixError as exc:
+            raise EmptyMixError(f"{exc}. Per-source removals: " + json.dumps(
+                {s: {"docs_in": v["docs_in"], "removed": v["removed"], "quarantined": v["quarantined"]}
+                 for s, v in sheet["sources"].items()})) from exc
+        packed = provenance.pack(out, mix, interleave(plan, cfg.seed), sources, cfg.shard_tokens)
+        sheet["mixes"][mix] = datasheet.mix_sheet(plan, packed, cfg.mixes[mix].tokens)
+        sheet["notes"] += plan.notes
+    return sheet
+
+
+def _result(ctx: StageContext, sheet: dict[str, Any], raw_inputs: list[dict], out: Path) -> StageResult:
+    (out / "datasheet.json").write_text(json.dumps(sheet, indent=2))
+    ctx.tracker.log_artifact(out / "datasheet.json", "datasheet")
+    for plot in datasheet.plots(sheet, out):
+        ctx.tracker.log_artifact(plot, "plots")
+    src = sheet["sources"].values()
+    metrics = {
+        "docs_in": sum(s["docs_in"] for s in src), "docs_out": sum(s["docs_out"] for s in src),
+        "quarantined": sum(sum(s["quarantined"].values()) for s in src),
+        "dedup_removed": sum(s["dedup"]["exact"] + s["dedup"]["fuzzy"] for s in src),
+        "decontam_docs": sum(s["decontam"]["docs"] for s in src),
+        "curated_tokens": sum(s["tokens"] for s in src), "vocab_size": sheet["tokenizer"]["vocab_size"],
+        **{f"{mix}_tokens": m["tokens"] for mix, m in sheet["mixes"].items()},
+    }
+    ctx.tracker.log_metrics(metrics)
+    report = datasheet.markdown(sheet)
+    (out / "datasheet.md").write_text(report)
+    return StageResult(metrics=metrics, raw_inputs=raw_inputs, report_markdown=report)

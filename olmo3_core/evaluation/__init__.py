@@ -1,0 +1,1 @@
+"""Evaluation: generation backends (transformers on CPU, vLLM on GPU) and the eval stage."""

@@ -1,0 +1,91 @@
+"""The export stage: a self-describing Hugging Face model directory, checked by loading it back.
+
+The directory holds safetensors weights, config, tokenizer with the line's chat template, a
+generation config that stops at end of turn, `lineage.json` and a model card naming its lineage.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+
+from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template, template_digest
+from olmo3_core.lineage import summarize, walk
+from olmo3_core.stages import StageContext, StageResult
+
+MODEL_CARD = """---
+library_name: transformers
+tags: [olmo3, olmo3-flow]
+---
+# {name}
+
+An OLMo 3 style `{line}` model produced by olmo3-flow. Load it with
+`AutoModelForCausalLM.from_pretrained` and format chats with its tokenizer's chat template
+(`{template}` style, sha256 {digest}).
+
+## Evaluation
+{evals}
+
+## Lineage
+Artifact `{uri}` (fingerprint `{fingerprint}`), built from:
+
+| stage | fingerprint | MLflow run |
+|---|---|---|
+{rows}
+
+Raw data inputs of the data stage: {raw} files (digests in `lineage.json`).
+"""
+
+
+def run(ctx: StageContext) -> StageResult:
+    model_input = next(a for kind, a in ctx.inputs.items() if kind != "eval")
+    template = ctx.config["template"] or "instruct"
+    out = ctx.output_dir / "model"
+    shutil.copytree(model_input.path / "model", out, dirs_exist_ok=True)
+    _set_chat_defaults(out, template)
+    chain = summarize(walk(model_input.manifest, ctx.global_config.get("storage", {}).get("storage_options")))
+    lineage = {"artifact_uri": ctx.uri, "stage": ctx.name, "chain": chain}
+    (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    evals = json.loads((ctx.input("eval").path / "results.json").read_text())["results"] if "eval" in ctx.inputs else {}
+    (out / "README.md").write_text(_model_card(ctx, template, chain, evals))
+    sample = smoke_test(out)
+    ctx.tracker.register_model(ctx.config["registered_model"], out)
+    return StageResult(metrics={"parameters": float(sample["parameters"])},
+                       report_markdown=f"### {ctx.name}\n\nExported to `{out}`.\n\nSample: `{sample['text']!r}`\n")
+
+
+def _set_chat_defaults(model_dir, template: str) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = chat_template(template)
+    tokenizer.save_pretrained(model_dir)
+    gen = GenerationConfig(eos_token_id=tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN]),
+                           pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    gen.save_pretrained(model_dir)
+
+
+def smoke_test(model_dir) -> dict:
+    """Load the export the way a user would and generate from a chat prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                           tokenize=False)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        gen = model.generate(**ids, max_new_tokens=12)
+    text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return {"text": text, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _model_card(ctx: StageContext, template: str, chain: list[dict], evals: dict) -> str:
+    eval_lines = [f"- {model} / {name}: accuracy {r['accuracy']:.3f}, perplexity {r['perplexity']:.3g}"
+                  for model, per in evals.items() for name, r in per.items()] or ["- no eval results"]
+    rows = "\n".join(f"| {r['stage']} | `{r['fingerprint'][:12]}` | {r['mlflow_run_id'] or '-'} |" for r in chain)
+    raw = sum(len(r["raw_inputs"]) for r in chain)
+    return MODEL_CARD.format(name=ctx.config["registered_model"], line=ctx.config["line"], template=template,
+                             digest=template_digest(template), evals="\n".join(eval_lines), uri=ctx.uri,
+                             fingerprint=ctx.fingerprint, rows=rows, raw=raw)

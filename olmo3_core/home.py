@@ -1,0 +1,43 @@
+"""One project home for Prefect, MLflow and artifacts, so tests can point everything at a temp dir."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "OLMO3_HOME"
+
+
+def project_home() -> Path:
+    """`$OLMO3_HOME`, else `./.olmo3`, always absolute (Prefect process workers run in temp dirs)."""
+    return Path(os.environ.get(HOME_ENV) or ".olmo3").expanduser().resolve()
+
+
+def default_storage_root() -> str:
+    return str(project_home() / "artifacts")
+
+
+def default_tracking_uri() -> str:
+    """`$MLFLOW_TRACKING_URI` (e.g. the stack's MLflow server), else SQLite under the project home."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_home() / 'mlflow.db'}"
+
+
+def local_cache_dir() -> Path:
+    """Where remote (e.g. s3://) artifacts are materialized for reading and staged for writing."""
+    return project_home() / "cache"
+
+
+def configure_environment() -> Path:
+    """Point Prefect at the project home unless the user already chose a Prefect profile/API.
+
+    Must run before `prefect` is imported, because Prefect reads its settings at import time.
+    """
+    home = project_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "olmo3_core")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    return home

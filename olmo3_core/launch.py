@@ -1,0 +1,108 @@
+"""Run a training job as a subprocess: one process, torchrun, or the DeepSpeed launcher (hostfile for
+multi-node). Output is streamed line by line; `PROGRESS done total desc` lines become progress
+updates. The job runs in its own process group with a wall-clock limit, and dies with its parent
+(PR_SET_PDEATHSIG), so a timeout, a cancelled flow or a killed worker never leaves orphans.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+PROGRESS_PREFIX = "PROGRESS "
+PR_SET_PDEATHSIG = 1
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to signal this process when its parent exits (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    except OSError:
+        pass
+
+
+def report_progress(done: int, total: int, desc: str = "") -> None:
+    """Called inside a job: a line the launcher turns into a progress update."""
+    print(f"{PROGRESS_PREFIX}{done} {total} {desc}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def job_command(module: str, job_file: Path, launch: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    nprocs, port = int(launch.get("nprocs", 1)), free_port()
+    if launch.get("hostfile") or (nprocs > 1 and launch.get("launcher") == "deepspeed"):
+        cmd = ["deepspeed", "--master_port", str(port)]
+        cmd += ["--hostfile", launch["hostfile"]] if launch.get("hostfile") else ["--num_gpus", str(nprocs)]
+        return cmd + ["--module", module, str(job_file)], {}
+    if nprocs > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
+                "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", module, str(job_file)], {}
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    return [sys.executable, "-m", module, str(job_file)], env
+
+
+def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, Any],
+            log: Callable[[str], None], on_progress: Callable[[int, int, str], None] | None = None) -> None:
+    """Write `job` to `work_dir/job.json`, run `python -m module job.json` under the chosen launcher."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job_file = work_dir / "job.json"
+    job_file.write_text(json.dumps(job, indent=2, default=str))
+    cmd, extra_env = job_command(module, job_file, launch)
+    env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
+    log(f"launching: {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    timed_out = threading.Event()
+
+    def kill_group() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(float(launch.get("timeout_s", 7200)), kill_group)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            _route(line.rstrip("\n"), log, on_progress)
+        proc.wait()
+    finally:  # an exception here (cancellation) must not leave the job running
+        timer.cancel()
+        if proc.poll() is None:
+            _kill_group(proc)
+    if timed_out.is_set():
+        raise JobFailed(f"{module} exceeded launch.timeout_s={launch.get('timeout_s')} and was killed")
+    if proc.returncode != 0:
+        raise JobFailed(f"{module} exited with code {proc.returncode}; see the log above")
+
+
+def _route(line: str, log: Callable[[str], None], on_progress) -> None:
+    if line.startswith(PROGRESS_PREFIX):
+        parts = line[len(PROGRESS_PREFIX):].split(" ", 2)
+        if on_progress and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            on_progress(int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else "")
+        return
+    if line.strip():
+        log(line)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -1,0 +1,81 @@
+"""Lineage by walking manifests: always available, even without MLflow.
+
+Each manifest names its upstream artifacts by URI and fingerprint; the data stage's manifest names
+the raw input files with their content digests. `walk` follows that chain from any artifact.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from olmo3_core.artifacts import MANIFEST
+
+
+class LineageError(LookupError):
+    pass
+
+
+def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        with fsspec.open(f"{uri.rstrip('/')}/{MANIFEST}", "r", **(storage_options or {})) as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise LineageError(f"no complete artifact at {uri} (no {MANIFEST})") from exc
+
+
+def find_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the artifact a local path belongs to (an exported model dir, a file in it, ...)."""
+    here = Path(path).resolve()
+    for candidate in [here, *here.parents]:
+        if (candidate / MANIFEST).is_file():
+            return json.loads((candidate / MANIFEST).read_text())
+        if (candidate / "lineage.json").is_file():  # an exported model copied out of the store
+            return read_manifest(json.loads((candidate / "lineage.json").read_text())["artifact_uri"])
+    raise LineageError(f"{path} is not inside an artifact (no {MANIFEST} or lineage.json found above it)")
+
+
+def walk(manifest: dict[str, Any], storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """This artifact and every upstream artifact, each once, nearest first."""
+    chain, seen, queue = [], set(), [manifest]
+    while queue:
+        current = queue.pop(0)
+        if current["fingerprint"] in seen:
+            continue
+        seen.add(current["fingerprint"])
+        chain.append(current)
+        queue += [read_manifest(up["uri"], storage_options) for up in current.get("upstream", [])]
+    return chain
+
+
+def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lineage facts a person asks for, one row per stage."""
+    return [
+        {
+            "stage": m["stage"],
+            "kind": m["kind"],
+            "fingerprint": m["fingerprint"],
+            "uri": m["uri"],
+            "mlflow_run_id": m.get("mlflow", {}).get("run_id"),
+            "prefect_flow_run_id": m.get("prefect_flow_run_id"),
+            "upstream": [u["stage"] for u in m.get("upstream", [])],
+            "raw_inputs": m.get("raw_inputs", []),
+        }
+        for m in chain
+    ]
+
+
+def format_text(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        lines.append(f"{row['stage']:<18} {row['fingerprint'][:12]}  mlflow run {row['mlflow_run_id'] or '-'}")
+        lines.append(f"{'':<18} {row['uri']}")
+        if row["upstream"]:
+            lines.append(f"{'':<18} <- {', '.join(row['upstream'])}")
+        for raw in row["raw_inputs"][:10]:
+            lines.append(f"{'':<18} raw input {raw.get('uri')} sha256:{str(raw.get('sha256'))[:12]}")
+        if len(row["raw_inputs"]) > 10:
+            lines.append(f"{'':<18} ... and {len(row['raw_inputs']) - 10} more raw inputs (see --json)")
+    return "\n".join(lines)

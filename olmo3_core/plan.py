@@ -1,0 +1,135 @@
+"""The flow as data: stage kinds, the stage graph a config implies, and each stage's fingerprint.
+
+Like Marin's executor, a stage is declared (kind, config, parents) and its output path is versioned
+by a hash of its config, its parents' fingerprints, the code that implements it and the key library
+versions, so the plan (and what is cached) is known before anything runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+KEY_LIBRARIES = ("torch", "transformers", "trl", "deepspeed", "tokenizers")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    entrypoint: str  # "module:function" taking a StageContext
+    code: tuple[str, ...]  # paths under olmo3_core/ whose source is hashed into fingerprints
+
+    def load(self) -> Callable:
+        module, func = self.entrypoint.split(":")
+        return getattr(importlib.import_module(f"olmo3_core.{module}"), func)
+
+
+_TRAIN_CODE = ("train", "model", "launch.py")
+_POST_CODE = ("posttrain", "model", "chat.py", "launch.py")
+KINDS: dict[str, StageKind] = {
+    "data": StageKind("data", "data.stage:run", ("data", "chat.py", "evalsets.py", "posttrain/procedural")),
+    "pretrain": StageKind("pretrain", "train.stage:run", _TRAIN_CODE),
+    "midtrain": StageKind("midtrain", "train.stage:run", _TRAIN_CODE),
+    "longmino": StageKind("longmino", "train.stage:run", _TRAIN_CODE),
+    "sft": StageKind("sft", "posttrain.stage:run", _POST_CODE),
+    "dpo": StageKind("dpo", "posttrain.stage:run", _POST_CODE),
+    "rlvr": StageKind("rlvr", "posttrain.stage:run", _POST_CODE),
+    "eval": StageKind("eval", "evaluation.stage:run", ("evaluation", "posttrain/verifiers", "chat.py", "evalsets.py")),
+    "export": StageKind("export", "export:run", ("export.py", "chat.py")),
+}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str  # unique in the plan: "pretrain", "instruct/sft", "base/eval", ...
+    kind: str
+    line: str  # "base" or a post-training branch
+    config: dict[str, Any]
+    parents: tuple[str, ...]
+    fingerprint: str = ""
+
+
+@dataclass
+class Plan:
+    stages: dict[str, StageSpec] = field(default_factory=dict)  # topological order
+
+    def add(self, name: str, kind: str, line: str, config: dict[str, Any], parents: tuple[str, ...]) -> str:
+        upstream = {p: self.stages[p].fingerprint for p in parents}
+        fp = fingerprint(kind, config, upstream)
+        self.stages[name] = StageSpec(name, kind, line, config, parents, fp)
+        return name
+
+    def ancestors(self, name: str) -> set[str]:
+        out: set[str] = set()
+        for parent in self.stages[name].parents:
+            out |= {parent} | self.ancestors(parent)
+        return out
+
+    def select(self, kinds: list[str]) -> "Plan":
+        """The stages of the chosen kinds plus everything upstream they need, in order."""
+        keep: set[str] = set()
+        for name, spec in self.stages.items():
+            if spec.kind in kinds:
+                keep |= {name} | self.ancestors(name)
+        return Plan({n: s for n, s in self.stages.items() if n in keep})
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@lru_cache(maxsize=None)
+def code_digest(kind: str) -> str:
+    """Hash of the source files implementing a stage kind: a code change reruns what it touches."""
+    digest = hashlib.sha256()
+    for rel in KINDS[kind].code:
+        target = PACKAGE_ROOT / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in files:
+            digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def library_versions() -> dict[str, str]:
+    return {lib: importlib.metadata.version(lib) for lib in KEY_LIBRARIES}
+
+
+def fingerprint(kind: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
+    payload = {"kind": kind, "config": config, "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def build_plan(cfg: dict[str, Any]) -> Plan:
+    """The full stage graph for a validated flow config, restricted to `cfg["stages"]`."""
+    plan = Plan()
+    world = {"nprocs": cfg["launch"]["nprocs"]}
+    plan.add("data", "data", "base", cfg["data"], ())
+    previous = "data"
+    for kind in ("pretrain", "midtrain", "longmino"):
+        config = {"train": cfg[kind], "model": cfg["model"], "launch": world}
+        previous = plan.add(kind, kind, "base", config, ("data",) if kind == "pretrain" else ("data", previous))
+    base_eval = plan.add("base/eval", "eval", "base", {"eval": cfg["eval"], "template": None}, ("longmino",))
+    plan.add("base/export", "export", "base", _export_config(cfg, "base", None), ("longmino", base_eval))
+    for branch in cfg["posttrain"]["branches"]:
+        spec = cfg["posttrain"][branch]
+        model = "longmino"
+        steps = []
+        for step in spec["steps"]:
+            config = {step: spec[step], "template": spec["template"], "model": cfg["model"]}
+            model = plan.add(f"{branch}/{step}", step, branch, config, (model,))
+            steps.append(model)
+        evaluation = plan.add(f"{branch}/eval", "eval", branch, {"eval": cfg["eval"], "template": spec["template"]}, (*steps, base_eval))
+        plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec["template"]), (model, evaluation))
+    return plan.select(cfg["stages"])
+
+
+def _export_config(cfg: dict[str, Any], line: str, template: str | None) -> dict[str, Any]:
+    return {"line": line, "template": template, "registered_model": f"{cfg['tracking']['registered_model_prefix']}-{line}"}

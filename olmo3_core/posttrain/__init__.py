@@ -1,0 +1,1 @@
+"""Post-training: datasets, verifiers, sandbox and TRL trainers for the Instruct, Think and RL-Zero lines."""

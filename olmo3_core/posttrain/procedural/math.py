@@ -1,0 +1,106 @@
+"""Arithmetic word problems with worked solutions and verifiable answers.
+
+Train and held-out problems are split by a hash of the question text, so they can never overlap
+whatever seeds and sizes are chosen.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ema", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lea"]
+ITEMS = ["apples", "books", "coins", "marbles", "pens", "stamps", "shells", "cards"]
+
+
+@dataclass(frozen=True)
+class MathProblem:
+    question: str
+    steps: tuple[str, ...]  # worked reasoning, one equation per step
+    answer: int
+
+    @property
+    def solution(self) -> str:
+        return " ".join(self.steps) + f" The answer is {self.answer}."
+
+
+def _problem(rng: random.Random) -> MathProblem:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b, c = rng.randint(2, 40), rng.randint(2, 30), rng.randint(2, 9)
+    form = rng.randrange(4)
+    if form == 0:
+        q = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?"
+        return MathProblem(q, (f"{a} + {b} = {a + b}.",), a + b)
+    if form == 1:
+        a = a + b
+        q = f"{name} has {a} {item} and gives away {b}. How many {item} are left?"
+        return MathProblem(q, (f"{a} - {b} = {a - b}.",), a - b)
+    if form == 2:
+        q = f"{name} buys {c} bags with {b} {item} in each bag. How many {item} does {name} buy?"
+        return MathProblem(q, (f"{c} * {b} = {c * b}.",), c * b)
+    total = a + b
+    q = f"{name} has {a} {item}, finds {b} more, then loses {c}. How many {item} does {name} have?"
+    return MathProblem(q, (f"{a} + {b} = {total}.", f"{total} - {c} = {total - c}."), total - c)
+
+
+def is_heldout(question: str, heldout_percent: int = 10) -> bool:
+    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % 100 < heldout_percent
+
+
+def generate(n: int, seed: int, split: str = "train") -> list[MathProblem]:
+    """`n` distinct problems of `split` ("train" or "heldout"), deterministic in `seed`."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = random.Random(f"{seed}-{split}")
+    seen: set[str] = set()
+    out: list[MathProblem] = []
+    for _ in range(n * 200):
+        if len(out) == n:
+            break
+        p = _problem(rng)
+        if p.question in seen or is_heldout(p.question) != (split == "heldout"):
+            continue
+        seen.add(p.question)
+        out.append(p)
+    if len(out) < n:
+        raise ValueError(f"could only generate {len(out)} distinct {split} problems, asked for {n}")
+    return out
+
+
+def wrong_solution(problem: MathProblem, rng: random.Random) -> str:
+    """A plausible solution with an arithmetic slip, for DPO's rejected side."""
+    wrong = problem.answer + rng.choice([-3, -2, -1, 1, 2, 3, 10])
+    last = problem.steps[-1]
+    lhs = last.split("=")[0]
+    steps = list(problem.steps[:-1]) + [f"{lhs}= {wrong}."]
+    return " ".join(steps) + f" The answer is {wrong}."
+
+
+def _assistant(problem: MathProblem, style: str, solution: str | None = None) -> dict[str, str]:
+    """An assistant turn in the branch's style: Think puts the working in the reasoning section."""
+    solution = solution or problem.solution
+    if style == "think":
+        working, _, answer = solution.rpartition(" The answer is ")
+        return {"role": "assistant", "reasoning": working, "content": f"The answer is {answer}"}
+    return {"role": "assistant", "content": solution}
+
+
+def _user(problem: MathProblem) -> dict[str, str]:
+    return {"role": "user", "content": problem.question}
+
+
+def sft_records(n: int, seed: int, split: str = "train", style: str = "instruct") -> list[dict]:
+    return [{"messages": [_user(p), _assistant(p, style)]} for p in generate(n, seed, split)]
+
+
+def dpo_records(n: int, seed: int, split: str = "train", style: str = "instruct") -> list[dict]:
+    """Chosen = the worked solution; rejected = the same working with an arithmetic slip."""
+    rng = random.Random(f"dpo-{seed}")
+    return [
+        {"prompt": [_user(p)], "chosen": [_assistant(p, style)], "rejected": [_assistant(p, style, wrong_solution(p, rng))]}
+        for p in generate(n, seed, split)
+    ]
+
+
+def rl_records(n: int, seed: int, split: str = "train") -> list[dict]:
+    return [{"prompt": [_user(p)], "ground_truth": str(p.answer), "verifier": "math"} for p in generate(n, seed, split)]

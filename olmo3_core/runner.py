@@ -1,0 +1,170 @@
+"""Run stages of a plan: the one generic mechanism every stage goes through.
+
+For any stage: return early on a complete artifact (cache hit), materialize and verify the upstream
+artifacts, open an MLflow child run, call the stage function, publish the artifact with its manifest
+written last. Prefect's task (tasks/stage.py) is a thin wrapper around `execute_stage`; without
+Prefect, `run_plan` executes the same stages in order.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow.tracking import MlflowClient
+
+from olmo3_core import mlflow_runs
+from olmo3_core.artifacts import ArtifactStore, now_iso
+from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
+from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
+from olmo3_core.stages import InputArtifact, StageContext
+from olmo3_core.tracking import MlflowTracker
+
+log = logging.getLogger(__name__)
+ProgressHook = Callable[[int, int, str], None]
+
+
+def git_commit() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def make_store(cfg: dict[str, Any]) -> ArtifactStore:
+    storage = cfg["storage"]
+    return ArtifactStore(storage["root"] or default_storage_root(), storage["storage_options"], local_cache_dir())
+
+
+@dataclass
+class Session:
+    """One flow run: its config, plan, store, and the MLflow parent run everything hangs under."""
+
+    cfg: dict[str, Any]
+    plan: Plan
+    store: ArtifactStore
+    client: MlflowClient
+    experiment_id: str
+    parent_run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: dict[str, str] | None = None) -> Session:
+    client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
+    experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"])
+    run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(overrides or []), **(tags or {})}
+    parent = mlflow_runs.start_flow_run(client, experiment, run_tags, cfg)
+    return Session(cfg, build_plan(cfg), make_store(cfg), client, experiment, parent, tags or {})
+
+
+def close_session(session: Session, ok: bool) -> None:
+    if session.parent_run_id:
+        mlflow_runs.end_run(session.client, session.parent_run_id, ok)
+
+
+@contextmanager
+def _artifact_lock(store: ArtifactStore, kind: str, fingerprint: str):
+    """Two flow runs of the same stage config serialize here; the second then finds the cache."""
+    if not store.is_local:
+        yield
+        return
+    path = store.staging_dir(kind, fingerprint) / ".lock"
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _upstream(session: Session, name: str) -> list[dict[str, Any]]:
+    out = []
+    for parent in session.plan.stages[name].parents:
+        spec = session.plan.stages[parent]
+        manifest = session.store.load_manifest(spec.kind, spec.fingerprint)
+        if manifest is None:
+            raise RuntimeError(f"stage {name!r} needs {parent!r} ({spec.fingerprint[:12]}), which has no complete artifact")
+        out.append(manifest)
+    return out
+
+
+def execute_stage(session: Session, name: str, on_progress: ProgressHook | None = None,
+                  prefect_flow_run_id: str | None = None) -> dict[str, Any]:
+    """Run one stage unless its artifact is complete; return its manifest."""
+    spec, store = session.plan.stages[name], session.store
+    cached = store.load_manifest(spec.kind, spec.fingerprint)
+    if cached is None:
+        with _artifact_lock(store, spec.kind, spec.fingerprint):
+            cached = store.load_manifest(spec.kind, spec.fingerprint)
+            if cached is None:
+                return _run(session, name, on_progress, prefect_flow_run_id)
+    log.info("%s: cache hit %s (built by MLflow run %s)", name, cached["uri"], cached.get("mlflow", {}).get("run_id"))
+    run_id = mlflow_runs.start_stage_run(session.client, session.experiment_id, session.parent_run_id, spec,
+                                         _links(cached.get("upstream", [])),
+                                         {"cache_hit": "true", "source_run_id": str(cached.get("mlflow", {}).get("run_id")),
+                                          "artifact_uri": cached["uri"], **session.tags})
+    mlflow_runs.end_run(session.client, run_id, ok=True)
+    return cached
+
+
+def _links(upstream: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: u[k] for k in ("stage", "kind", "fingerprint", "uri")} for u in upstream]
+
+
+def _run(session: Session, name: str, on_progress: ProgressHook | None, prefect_flow_run_id: str | None) -> dict[str, Any]:
+    spec, store = session.plan.stages[name], session.store
+    upstream = _upstream(session, name)
+    inputs = {m["kind"]: InputArtifact(m["stage"], m["kind"], m["fingerprint"], m["uri"], store.materialize(m), m)
+              for m in upstream}
+    run_id = mlflow_runs.start_stage_run(session.client, session.experiment_id, session.parent_run_id, spec,
+                                         _links(upstream), {"artifact_uri": store.uri(spec.kind, spec.fingerprint),
+                                                            **session.tags})
+    tracker = MlflowTracker(session.client.tracking_uri, run_id, on_progress)
+    ctx = StageContext(name=name, kind=spec.kind, config=spec.config, inputs=inputs,
+                       output_dir=store.staging_dir(spec.kind, spec.fingerprint), tracker=tracker,
+                       global_config=session.cfg, fingerprint=spec.fingerprint, uri=store.uri(spec.kind, spec.fingerprint))
+    started = time.time()
+    log.info("%s: running (fingerprint %s)", name, spec.fingerprint[:12])
+    try:
+        result = KINDS[spec.kind].load()(ctx)
+        if result.raw_inputs:
+            mlflow_runs.log_raw_inputs(session.client, run_id, result.raw_inputs)
+        tracker.log_metrics({**result.metrics, "stage_wall_s": time.time() - started})
+        manifest = store.publish(spec.kind, spec.fingerprint, ctx.output_dir, {
+            "stage": name, "kind": spec.kind, "line": spec.line, "fingerprint": spec.fingerprint,
+            "config": spec.config, "upstream": _links(upstream), "raw_inputs": result.raw_inputs,
+            "metrics": result.metrics, "report_markdown": result.report_markdown,
+            "mlflow": {"run_id": run_id, "experiment_id": session.experiment_id},
+            "prefect_flow_run_id": prefect_flow_run_id, "git_commit": git_commit(), "created_at": now_iso(),
+            "code_digest": code_digest(spec.kind), "libraries": library_versions(),
+        })
+        tracker.log_dict(manifest, "artifact.json")
+        if result.report_markdown:
+            session.client.log_text(run_id, result.report_markdown, "report.md")
+    except BaseException:
+        mlflow_runs.end_run(session.client, run_id, ok=False)
+        raise
+    mlflow_runs.end_run(session.client, run_id, ok=True)
+    log.info("%s: done in %.1fs -> %s", name, time.time() - started, manifest["uri"])
+    return manifest
+
+
+def run_plan(cfg: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every stage of the plan in order, without Prefect (library and notebook use)."""
+    session = open_session(cfg, overrides)
+    manifests, ok = {}, False
+    try:
+        for name in session.plan.stages:
+            manifests[name] = execute_stage(session, name)
+        ok = True
+    finally:
+        close_session(session, ok)
+    return manifests

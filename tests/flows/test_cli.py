@@ -1,0 +1,30 @@
+import re
+
+import pytest
+
+from flows.cli import main
+from olmo3_core.home import project_home
+
+
+@pytest.mark.parametrize("model, billions", [("olmo3_7b", 7.30), ("olmo3_32b", 32.23)])
+def test_dry_run_reports_released_architecture_sizes_without_allocating(model, billions, capsys):
+    assert main(["run", "--dry-run", f"model={model}"]) == 0
+    out = capsys.readouterr().out
+    assert f"{billions:.2f}B parameters" in out
+    assert re.search(r"^instruct/sft\s+sft\s+[0-9a-f]{12}\s+to run$", out, re.M)
+
+
+def test_bad_override_fails_before_compute_naming_the_key(capsys):
+    artifacts = project_home() / "artifacts"
+    before = set(artifacts.rglob("*")) if artifacts.exists() else set()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "preset=micro", "pretrain.lr=-1"])
+    assert exc.value.code == 2
+    assert "pretrain.lr must be > 0" in capsys.readouterr().err
+    after = set(artifacts.rglob("*")) if artifacts.exists() else set()
+    assert after == before, "a bad config must not start any stage"
+
+
+def test_lineage_of_unknown_target_is_a_clear_error(capsys):
+    assert main(["lineage", "0123456789abcdef0123456789abcdef"]) == 1
+    assert "neither a path" in capsys.readouterr().err

@@ -1,0 +1,35 @@
+from olmo3_core.config import compose_config
+from olmo3_core.plan import build_plan
+
+
+def _plan(*overrides):
+    return build_plan(compose_config(["preset=micro", *overrides]))
+
+
+def test_plan_has_every_stage_of_every_branch_in_dependency_order():
+    plan = _plan()
+    names = list(plan.stages)
+    assert names[:4] == ["data", "pretrain", "midtrain", "longmino"]
+    for branch in ("instruct", "think"):
+        assert {f"{branch}/{s}" for s in ("sft", "dpo", "rlvr", "eval", "export")} <= set(names)
+    assert "rl_zero/rlvr" in names and "rl_zero/sft" not in names
+    assert plan.stages["rl_zero/rlvr"].parents == ("longmino",)
+    for i, name in enumerate(names):
+        assert all(names.index(p) < i for p in plan.stages[name].parents)
+
+
+def test_changing_one_sft_knob_changes_only_that_branch_downstream():
+    before, after = _plan(), _plan("posttrain.instruct.sft.lr=0.002")
+    changed = {n for n in before.stages if before.stages[n].fingerprint != after.stages[n].fingerprint}
+    assert changed == {"instruct/sft", "instruct/dpo", "instruct/rlvr", "instruct/eval", "instruct/export"}
+
+
+def test_fingerprints_are_stable_and_ignore_storage_location():
+    assert {n: s.fingerprint for n, s in _plan().stages.items()} == \
+        {n: s.fingerprint for n, s in _plan("storage.root=/elsewhere").stages.items()}
+
+
+def test_stage_selection_keeps_what_is_upstream():
+    plan = _plan("stages=[sft]", "posttrain.branches=[instruct]")
+    assert list(plan.stages) == ["data", "pretrain", "midtrain", "longmino", "instruct/sft"]
+    assert list(_plan("stages=[data,pretrain]").stages) == ["data", "pretrain"]
