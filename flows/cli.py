@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+from flows import stack
 from olmo3_core.home import configure_environment
 
 
@@ -115,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
+    stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args = parser.parse_args(argv)
     if args.command == "run":
         return _dry_run(args.overrides) if args.dry_run else _run(args.overrides)
     if args.command == "lineage":
         return _lineage(args.target, args.json, args.overrides)
+    if args.command == "stack":
+        return stack.main(args)
     return _trace(args.shard, args.offset)
 
 

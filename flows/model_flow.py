@@ -1,5 +1,6 @@
 """The OLMo 3 model flow: compose the config, build the plan, run each stage as a Prefect task in
-dependency order, and summarize what was built where.
+dependency order, and summarize what was built where. `eval_checkpoint_flow` evaluates any existing
+model artifact with the same machinery.
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from olmo3_core.config import compose_config
-from olmo3_core.runner import close_session, open_session
+from olmo3_core.lineage import read_manifest
+from olmo3_core.plan import checkpoint_eval_plan
+from olmo3_core.runner import Session, close_session, open_session
 from tasks.stage import run_stage
 
 logging.getLogger("olmo3_core").setLevel(logging.INFO)  # library logs reach the Prefect run logs
+
 
 def summary_markdown(plan, manifests: dict[str, dict[str, Any]]) -> str:
     rows = ["| stage | fingerprint | artifact | key metrics |", "|---|---|---|---|"]
@@ -26,15 +30,14 @@ def summary_markdown(plan, manifests: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-@flow(name="model-flow", log_prints=True)
-def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
-    """Run the model flow for Hydra `overrides` (e.g. ["preset=micro", "sft.lr=1e-4"])."""
-    overrides = list(overrides or [])
-    cfg = compose_config(overrides)
-    logger = get_run_logger()
-    session = open_session(cfg, overrides, tags={"prefect_flow_run_id": str(flow_run.id),
-                                                 "prefect_flow_run_name": str(flow_run.name)})
-    logger.info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.parent_run_id)
+def _flow_tags() -> dict[str, str]:
+    return {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name)}
+
+
+def run_session(session: Session) -> dict[str, str]:
+    """Submit every stage of the session's plan as a task, parents first; return stage -> artifact URI."""
+    cfg = session.cfg
+    get_run_logger().info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.parent_run_id)
     gate = threading.Semaphore(cfg["orchestration"]["max_parallel_stages"])
     task = run_stage.with_options(retries=cfg["orchestration"]["retries"], retry_delay_seconds=2)
     futures: dict[str, Any] = {}
@@ -42,7 +45,7 @@ def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
     try:
         for name, spec in session.plan.stages.items():
             futures[name] = task.with_options(task_run_name=name).submit(
-                session, name, gate, wait_for=[futures[p] for p in spec.parents])
+                session, name, gate, wait_for=[futures[p] for p in spec.parents if p in futures])
         manifests = {name: future.result() for name, future in futures.items()}
         ok = True
     finally:
@@ -50,3 +53,20 @@ def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
     create_markdown_artifact(markdown=summary_markdown(session.plan, manifests), key="model-flow-summary",
                              description="Stages, fingerprints and artifacts of this flow run")
     return {name: m["uri"] for name, m in manifests.items()}
+
+
+@flow(name="model-flow", log_prints=True)
+def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
+    """Run the model flow for Hydra `overrides` (e.g. ["preset=micro", "posttrain.instruct.sft.lr=1e-4"])."""
+    overrides = list(overrides or [])
+    cfg = compose_config(overrides)
+    return run_session(open_session(cfg, overrides, tags=_flow_tags()))
+
+
+@flow(name="eval-checkpoint", log_prints=True)
+def eval_checkpoint_flow(artifact_uri: str, overrides: list[str] | None = None) -> dict[str, str]:
+    """Evaluate any model artifact (pretrain ... rlvr) with the eval config of `overrides`."""
+    overrides = list(overrides or [])
+    cfg = compose_config(overrides)
+    plan = checkpoint_eval_plan(cfg, read_manifest(artifact_uri, cfg["storage"]["storage_options"]))
+    return run_session(open_session(cfg, overrides, tags=_flow_tags(), plan=plan))

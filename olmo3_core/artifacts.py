@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, TypeVar
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MANIFEST = "artifact.json"
 WORK_DIR = "work"  # checkpoints and logs of a running stage; never part of the finished artifact
@@ -38,6 +43,22 @@ def list_files(root: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
+def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 4, base_delay_s: float = 0.5) -> T:
+    """Retry transient storage errors (connection drops, timeouts, 5xx surfaced as OSError) with
+    exponential backoff; a missing file or a permission error is an answer, not a hiccup."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args)
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("storage error (%s), retry %d/%d", exc, attempt + 1, attempts - 1)
+            time.sleep(base_delay_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 class ArtifactCorrupt(RuntimeError):
     """A file of a complete artifact does not match the hash its manifest recorded."""
 
@@ -46,7 +67,7 @@ class ArtifactStore:
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None, cache_dir: Path | None = None):
         self.root = root.rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **(storage_options or {}))
-        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        self.is_local = isinstance(self.fs, LocalFileSystem)
         self.cache_dir = cache_dir
 
     def uri(self, kind: str, fingerprint: str) -> str:
@@ -57,13 +78,9 @@ class ArtifactStore:
 
     def load_manifest(self, kind: str, fingerprint: str) -> dict[str, Any] | None:
         """The manifest if the artifact is complete, else None (missing or half-written)."""
-        path = self._path(kind, fingerprint, MANIFEST)
         try:
-            with self.fs.open(path, "r") as fh:
-                manifest = json.load(fh)
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError:
+            manifest = json.loads(with_retries(self.fs.cat_file, self._path(kind, fingerprint, MANIFEST)))
+        except (FileNotFoundError, json.JSONDecodeError):
             return None
         return manifest if manifest.get("fingerprint") == fingerprint else None
 
@@ -86,7 +103,7 @@ class ArtifactStore:
         manifest = {**manifest, "files": list_files(staging), "uri": self.uri(kind, fingerprint)}
         if not self.is_local:
             for rel in manifest["files"]:
-                self.fs.put_file(str(staging / rel), self._path(kind, fingerprint, rel))
+                with_retries(self.fs.put_file, str(staging / rel), self._path(kind, fingerprint, rel))
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str)
         if self.is_local:
             tmp = staging / f".{MANIFEST}.{os.getpid()}.tmp"
@@ -94,8 +111,7 @@ class ArtifactStore:
             os.replace(tmp, staging / MANIFEST)
             shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
         else:
-            with self.fs.open(self._path(kind, fingerprint, MANIFEST), "w") as fh:
-                fh.write(body)
+            with_retries(self.fs.pipe_file, self._path(kind, fingerprint, MANIFEST), body.encode())
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
 
@@ -110,7 +126,7 @@ class ArtifactStore:
                 target = local / rel
                 if not (target.exists() and target.stat().st_size == meta["bytes"]):
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    self.fs.get_file(self._path(kind, fingerprint, rel), str(target))
+                    with_retries(self.fs.get_file, self._path(kind, fingerprint, rel), str(target))
         if verify:
             self.verify(local, manifest["files"])
         return local
@@ -123,12 +139,6 @@ class ArtifactStore:
                 raise ArtifactCorrupt(f"{path} is missing from a complete artifact")
             if sha256_file(path) != meta["sha256"]:
                 raise ArtifactCorrupt(f"{path} does not match its manifest hash")
-
-    def fingerprints(self, kind: str) -> Iterable[str]:
-        try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self._root_path}/{kind}", detail=False)]
-        except FileNotFoundError:
-            return []
 
 
 def now_iso() -> str:

@@ -11,6 +11,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from olmo3_core.secrets import redact
 from olmo3_core.tracking import MlflowTracker
 
 DIGEST_LEN = 32  # MLflow caps dataset digests at 36 characters; the full hash goes in a tag
@@ -23,7 +24,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 def start_flow_run(client: MlflowClient, experiment: str, tags: dict[str, str], config: dict[str, Any]) -> str:
     run = client.create_run(experiment, tags={MLFLOW_RUN_NAME: tags.get("flow_run_name", "model-flow"), **tags})
-    client.log_dict(run.info.run_id, config, "config.json")
+    client.log_dict(run.info.run_id, redact(config), "config.json")
     return run.info.run_id
 
 

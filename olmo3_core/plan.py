@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from olmo3_core.secrets import without_access_options
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 KEY_LIBRARIES = ("torch", "transformers", "trl", "deepspeed", "tokenizers")
 
@@ -59,10 +61,21 @@ class StageSpec:
 class Plan:
     stages: dict[str, StageSpec] = field(default_factory=dict)  # topological order
 
+    pinned: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage name -> manifest it is forked from
+
     def add(self, name: str, kind: str, line: str, config: dict[str, Any], parents: tuple[str, ...]) -> str:
+        if name in self.pinned:  # forked: reuse the existing artifact, drop what was upstream of it
+            return self.pin(self.pinned[name])
         upstream = {p: self.stages[p].fingerprint for p in parents}
         fp = fingerprint(kind, config, upstream)
         self.stages[name] = StageSpec(name, kind, line, config, parents, fp)
+        return name
+
+    def pin(self, manifest: dict[str, Any]) -> str:
+        """An existing artifact as a stage of this plan: its fingerprint is taken, not computed."""
+        name = manifest["stage"]
+        self.stages[name] = StageSpec(name, manifest["kind"], manifest.get("line", "base"), manifest["config"], (),
+                                      manifest["fingerprint"])
         return name
 
     def ancestors(self, name: str) -> set[str]:
@@ -71,13 +84,15 @@ class Plan:
             out |= {parent} | self.ancestors(parent)
         return out
 
-    def select(self, kinds: list[str]) -> "Plan":
-        """The stages of the chosen kinds plus everything upstream they need, in order."""
+    def select(self, kinds: list[str], superseded: set[str] = frozenset()) -> "Plan":
+        """The stages of the chosen kinds plus everything upstream they need, in order.
+
+        `superseded` stages (upstream of a fork) are not chosen for their own sake."""
         keep: set[str] = set()
         for name, spec in self.stages.items():
-            if spec.kind in kinds:
+            if spec.kind in kinds and name not in superseded:
                 keep |= {name} | self.ancestors(name)
-        return Plan({n: s for n, s in self.stages.items() if n in keep})
+        return Plan({n: s for n, s in self.stages.items() if n in keep}, self.pinned)
 
 
 def canonical_json(obj: Any) -> str:
@@ -103,13 +118,26 @@ def library_versions() -> dict[str, str]:
 
 
 def fingerprint(kind: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
-    payload = {"kind": kind, "config": config, "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
+    payload = {"kind": kind, "config": without_access_options(config), "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def build_plan(cfg: dict[str, Any]) -> Plan:
-    """The full stage graph for a validated flow config, restricted to `cfg["stages"]`."""
-    plan = Plan()
+def build_plan(cfg: dict[str, Any], fork_from: dict[str, Any] | None = None) -> Plan:
+    """The full stage graph for a validated flow config, restricted to `cfg["stages"]`.
+
+    `fork_from` (a manifest) pins that stage to an existing artifact: the plan continues from it
+    ("fork at any stage") and what was upstream of it is not rebuilt.
+    """
+    if not fork_from:
+        return _graph(cfg, Plan()).select(cfg["stages"])
+    full = _graph(cfg, Plan())
+    if fork_from["stage"] not in full.stages:
+        raise ValueError(f"cannot fork from {fork_from['stage']!r}: this flow's graph has {list(full.stages)}")
+    forked = _graph(cfg, Plan(pinned={fork_from["stage"]: fork_from}))
+    return forked.select(cfg["stages"], superseded=full.ancestors(fork_from["stage"]))
+
+
+def _graph(cfg: dict[str, Any], plan: Plan) -> Plan:
     world = {"nprocs": cfg["launch"]["nprocs"]}
     plan.add("data", "data", "base", cfg["data"], ())
     previous = "data"
@@ -128,7 +156,16 @@ def build_plan(cfg: dict[str, Any]) -> Plan:
             steps.append(model)
         evaluation = plan.add(f"{branch}/eval", "eval", branch, {"eval": cfg["eval"], "template": spec["template"]}, (*steps, base_eval))
         plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec["template"]), (model, evaluation))
-    return plan.select(cfg["stages"])
+    return plan
+
+
+def checkpoint_eval_plan(cfg: dict[str, Any], manifest: dict[str, Any]) -> Plan:
+    """Evaluate one existing model artifact of any stage with the flow's eval config."""
+    plan = Plan()
+    name = plan.pin(manifest)
+    template = manifest["config"].get("template")
+    plan.add(f"{name}/eval", "eval", manifest.get("line", "base"), {"eval": cfg["eval"], "template": template}, (name,))
+    return plan
 
 
 def _export_config(cfg: dict[str, Any], line: str, template: str | None) -> dict[str, Any]:

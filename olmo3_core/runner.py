@@ -21,7 +21,9 @@ from mlflow.tracking import MlflowClient
 from olmo3_core import mlflow_runs
 from olmo3_core.artifacts import ArtifactStore, now_iso
 from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
+from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
+from olmo3_core.secrets import redact
 from olmo3_core.stages import InputArtifact, StageContext
 from olmo3_core.tracking import MlflowTracker
 
@@ -57,12 +59,25 @@ class Session:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: dict[str, str] | None = None) -> Session:
+def forked_artifact(cfg: dict[str, Any], store: ArtifactStore, uri: str) -> dict[str, Any]:
+    """The manifest of an artifact to continue from; it must be complete and in this flow's store."""
+    manifest = read_manifest(uri, cfg["storage"]["storage_options"])
+    if store.load_manifest(manifest["kind"], manifest["fingerprint"]) is None:
+        raise ValueError(f"fork_from={uri} is not a complete artifact under storage.root={store.root}")
+    return manifest
+
+
+def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: dict[str, str] | None = None,
+                 plan: Plan | None = None) -> Session:
+    """Start a flow run: MLflow parent run, artifact store and the plan (from the config unless given)."""
+    store = make_store(cfg)
+    if plan is None:
+        plan = build_plan(cfg, forked_artifact(cfg, store, cfg["fork_from"]) if cfg["fork_from"] else None)
     client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
     experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"])
     run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(overrides or []), **(tags or {})}
     parent = mlflow_runs.start_flow_run(client, experiment, run_tags, cfg)
-    return Session(cfg, build_plan(cfg), make_store(cfg), client, experiment, parent, tags or {})
+    return Session(cfg, plan, store, client, experiment, parent, tags or {})
 
 
 def close_session(session: Session, ok: bool) -> None:
@@ -140,7 +155,7 @@ def _run(session: Session, name: str, on_progress: ProgressHook | None, prefect_
         tracker.log_metrics({**result.metrics, "stage_wall_s": time.time() - started})
         manifest = store.publish(spec.kind, spec.fingerprint, ctx.output_dir, {
             "stage": name, "kind": spec.kind, "line": spec.line, "fingerprint": spec.fingerprint,
-            "config": spec.config, "upstream": _links(upstream), "raw_inputs": result.raw_inputs,
+            "config": redact(spec.config), "upstream": _links(upstream), "raw_inputs": result.raw_inputs,
             "metrics": result.metrics, "report_markdown": result.report_markdown,
             "mlflow": {"run_id": run_id, "experiment_id": session.experiment_id},
             "prefect_flow_run_id": prefect_flow_run_id, "git_commit": git_commit(), "created_at": now_iso(),

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from olmo3_core.secrets import redact
+
 ProgressHook = Callable[[int, int, str], None]
 
 
@@ -66,9 +68,9 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 
 def flatten_params(params: dict[str, Any]) -> dict[str, str]:
-    """Nested config -> dotted MLflow params (values cut to MLflow's 6000-char limit)."""
+    """Nested config -> dotted MLflow params (secrets redacted, values cut to MLflow's 6000-char limit)."""
     out: dict[str, str] = {}
-    _flatten("", params, out)
+    _flatten("", redact(params), out)
     return {k: v[:6000] for k, v in out.items()}
 
 
@@ -111,7 +113,7 @@ class MlflowTracker:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_dict(self, obj, name):
-        self.client.log_dict(self.run_id, obj, name)
+        self.client.log_dict(self.run_id, redact(obj), name)
 
     def progress(self, done, total, desc=""):
         if self._on_progress:

@@ -14,3 +14,35 @@ os.environ.pop("PREFECT_API_URL", None)
 from olmo3_core.home import configure_environment  # noqa: E402
 
 configure_environment()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto's server mode) on loopback; credentials are dummies."""
+    from moto.server import ThreadedMotoServer
+
+    from olmo3_core.launch import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A fresh bucket; returns (s3fs filesystem, bucket name)."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    name = f"olmo3-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(name)
+    return fs, name

@@ -180,3 +180,4 @@ class FlowConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     stages: List[str] = field(default_factory=lambda: list(STAGE_KINDS))
+    fork_from: Optional[str] = None  # URI of an existing artifact in storage.root to continue from

@@ -70,7 +70,7 @@ class TokenizerConfig:
 @dataclass
 class MixConfig:
     preset: Optional[str] = None  # a key of `presets`
-    proportions: Dict[str, float] = field(default_factory=dict)  # per-source target shares, over the preset
+    proportions: Dict[str, Any] = field(default_factory=dict)  # per-source target weights (numbers), over the preset
     tokens: int = 100_000  # target tokens; sources are up/down-sampled (seeded) to their share
     min_doc_tokens: int = 0  # only documents at least this long are eligible
     longest_first: bool = False  # take eligible documents longest first (Longmino) instead of shuffled
@@ -87,7 +87,7 @@ class DataConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    presets: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # name -> per-source weights (numbers)
     mixes: Dict[str, MixConfig] = field(default_factory=dict)
     shard_tokens: int = 1 << 20  # tokens per packed mix shard
     quarantine_sample_chars: int = 200  # raw bytes kept per quarantined record, for diagnosis
@@ -125,6 +125,10 @@ def check(cfg: DataConfig) -> None:
     _require(d.bands * d.rows <= d.num_perm, f"data.dedup.bands * rows ({d.bands * d.rows}) exceeds num_perm ({d.num_perm})")
     _require(cfg.decontam.mode in ("remove", "mask"), f"data.decontam.mode must be remove or mask, got {cfg.decontam.mode!r}")
     _require(sorted(cfg.mixes) == sorted(MIX_NAMES), f"data.mixes must define exactly {list(MIX_NAMES)}, got {sorted(cfg.mixes)}")
+    weights = [(f"presets.{p}", w) for p, ws in cfg.presets.items() for w in ws.items()]
+    weights += [(f"mixes.{m}.proportions", w) for m, mix in cfg.mixes.items() for w in mix.proportions.items()]
+    for where, (source, w) in weights:
+        _require(isinstance(w, (int, float)) and w >= 0, f"data.{where}.{source} must be a number >= 0, got {w!r}")
     for name, mix in cfg.mixes.items():
         _require(mix.preset is None or mix.preset in cfg.presets, f"data.mixes.{name}.preset {mix.preset!r} is not in data.presets")
         _require(mix.tokens > 0, f"data.mixes.{name}.tokens must be > 0")

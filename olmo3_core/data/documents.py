@@ -51,8 +51,8 @@ def expand_paths(patterns: list[str], storage_options: dict[str, Any]) -> list[s
     """Globs (local or any fsspec URL) -> sorted concrete URIs; a pattern matching nothing is an error."""
     out: list[str] = []
     for pattern in patterns:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern, storage_options=storage_options)
-        found = sorted(fs.glob(paths[0])) if fsspec.core.has_magic(pattern) else [p for p in paths if fs.exists(p)]
+        fs, _, paths = fsspec.get_fs_token_paths(pattern, storage_options=storage_options)  # expands globs
+        found = sorted(p for p in paths if fs.isfile(p))
         if not found:
             raise FileNotFoundError(f"no files match {pattern!r}")
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

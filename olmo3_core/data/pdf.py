@@ -31,8 +31,7 @@ def _read(uri: str, storage_options: dict[str, Any]) -> bytes:
 
 def pypdf_text(data: bytes) -> tuple[str, int]:
     """(text, pages); raises ValueError naming why a PDF cannot be read."""
-    from pypdf import PdfReader
-    from pypdf.constants import PasswordType
+    from pypdf import PasswordType, PdfReader
 
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:

@@ -20,7 +20,7 @@ from olmo3_core.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 SET_VERIFIER = {"procedural_math": "math", "gsm8k_test": "math", "humaneval": "code"}
-MODEL_ORDER = ("longmino", "sft", "dpo", "rlvr")
+MODEL_ORDER = ("pretrain", "midtrain", "longmino", "sft", "dpo", "rlvr")
 
 
 def fewshot_prefix(k: int, seed: int) -> str:

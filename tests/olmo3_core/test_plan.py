@@ -33,3 +33,29 @@ def test_stage_selection_keeps_what_is_upstream():
     plan = _plan("stages=[sft]", "posttrain.branches=[instruct]")
     assert list(plan.stages) == ["data", "pretrain", "midtrain", "longmino", "instruct/sft"]
     assert list(_plan("stages=[data,pretrain]").stages) == ["data", "pretrain"]
+
+
+def test_fork_continues_from_an_existing_artifact_without_rebuilding_upstream():
+    cfg = compose_config(["preset=micro"])
+    full = build_plan(cfg)
+    longmino = full.stages["longmino"]
+    manifest = {"stage": "longmino", "kind": "longmino", "line": "base", "config": longmino.config,
+                "fingerprint": longmino.fingerprint}
+    forked = build_plan(cfg, fork_from=manifest)
+    assert not {"data", "pretrain", "midtrain"} & set(forked.stages)
+    assert forked.stages["longmino"].parents == ()
+    for name, spec in forked.stages.items():  # same artifact -> same downstream fingerprints (cache hits)
+        assert spec.fingerprint == full.stages[name].fingerprint, name
+    other = build_plan(cfg, fork_from={**manifest, "fingerprint": "0" * 64})
+    assert other.stages["instruct/sft"].fingerprint != full.stages["instruct/sft"].fingerprint
+
+
+def test_checkpoint_eval_plan_pins_the_checkpoint():
+    from olmo3_core.plan import checkpoint_eval_plan
+
+    cfg = compose_config(["preset=micro"])
+    sft = build_plan(cfg).stages["instruct/sft"]
+    plan = checkpoint_eval_plan(cfg, {"stage": sft.name, "kind": "sft", "line": "instruct", "config": sft.config,
+                                      "fingerprint": sft.fingerprint})
+    assert list(plan.stages) == ["instruct/sft", "instruct/sft/eval"]
+    assert plan.stages["instruct/sft/eval"].config["template"] == "instruct"

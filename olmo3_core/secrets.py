@@ -1,0 +1,29 @@
+"""Keep credentials out of everything we record: MLflow params and tags, manifests, logs."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Whole key names (or their last `_` part) that carry credentials: s3fs's key/secret/token,
+# aws_secret_access_key, session_token, password, api_key, ... but not `tokens` or `tokenizer`.
+SECRET_KEY = re.compile(r"(^|_)(secret|password|passwd|token|credentials?|key|apikey|key_id)$", re.I)
+REDACTED = "***"
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` with the value of every secret-looking key replaced."""
+    if isinstance(obj, dict):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) and v is not None else redact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def without_access_options(obj: Any) -> Any:
+    """Drop `storage_options` (endpoints, credentials): they say how to reach data, not what it is,
+    so they stay out of fingerprints and a rotated key does not invalidate the cache."""
+    if isinstance(obj, dict):
+        return {k: without_access_options(v) for k, v in obj.items() if k != "storage_options"}
+    if isinstance(obj, list):
+        return [without_access_options(v) for v in obj]
+    return obj

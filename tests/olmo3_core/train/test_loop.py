@@ -1,0 +1,102 @@
+"""The DeepSpeed training loop as the stages launch it: resume after SIGKILL, and multi-process
+training that matches one process with the same global batch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from olmo3_core.chat import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+from olmo3_core.config import compose_config
+from olmo3_core.launch import job_command, run_job
+
+pytestmark = pytest.mark.slow
+MODULE = "olmo3_core.train.loop"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A tokenizer and one token shard built from stdlib source, like a tiny data artifact."""
+    import sysconfig
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("corpus")
+    texts = [p.read_text() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:25]]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    fast.save_pretrained(root / "tokenizer")
+    ids = [i for t in texts for i in fast(t)["input_ids"] + [fast.eos_token_id]]
+    (root / "mix").mkdir()
+    np.save(root / "mix" / "shard_00000.npy", np.array(ids, dtype=np.uint32))
+    return root
+
+
+def _job(corpus, out: Path, **train_overrides):
+    cfg = compose_config(["preset=micro"])
+    train = {**cfg["pretrain"], "max_steps": 30, "checkpoint_every": 10, "log_every": 1, **train_overrides}
+    model = {**cfg["model"], "vocab_size": 512}
+    return {"kind": "pretrain", "train": train, "model": model, "tokenizer_dir": str(corpus / "tokenizer"),
+            "mix_dir": str(corpus / "mix"), "init_model_dir": None, "original_context": None,
+            "output_dir": str(out), "checkpoint_dir": str(out / "work" / "ckpt"), "tracking": {}}
+
+
+def _losses(out: Path) -> tuple[int, list[float]]:
+    history = json.loads((out / "loss_history.json").read_text())
+    return history["start_step"], history["loss"]
+
+
+def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve(corpus, tmp_path):
+    straight = tmp_path / "straight"
+    run_job(MODULE, _job(corpus, straight), straight / "work", {"nprocs": 1}, print)
+    _, reference = _losses(straight)
+
+    killed = tmp_path / "killed"
+    job = _job(corpus, killed)
+    (killed / "work").mkdir(parents=True)
+    (killed / "work" / "job.json").write_text(json.dumps(job))
+    cmd, env = job_command(MODULE, killed / "work" / "job.json", {"nprocs": 1})
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    for line in proc.stdout:  # kill hard once the step-20 checkpoint exists and training has moved on
+        if line.startswith('{"step": 22'):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (killed / "work" / "ckpt" / "latest").read_text().strip() == "step20"
+    assert not (killed / "model").exists(), "a killed job must not leave a finished-looking model"
+
+    run_job(MODULE, job, killed / "work", {"nprocs": 1}, print)
+    start, resumed = _losses(killed)
+    assert start == 20
+    np.testing.assert_allclose(resumed, reference[20:], rtol=1e-4)
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_job(MODULE, _job(corpus, one, max_steps=8, micro_batch_size=8), one / "work", {"nprocs": 1}, print)
+    run_job(MODULE, _job(corpus, two, max_steps=8, micro_batch_size=4), two / "work",
+            {"nprocs": 2, "launcher": "torchrun"}, print)
+    np.testing.assert_allclose(_losses(two)[1], _losses(one)[1], rtol=2e-3)
+
+
+def test_job_exceeding_its_wall_clock_limit_is_killed_with_its_children(corpus, tmp_path):
+    from olmo3_core.launch import JobFailed
+
+    out = tmp_path / "slow"
+    started = time.time()
+    with pytest.raises(JobFailed, match="timeout_s"):
+        run_job(MODULE, _job(corpus, out, max_steps=100000), out / "work", {"nprocs": 1, "timeout_s": 15}, print)
+    assert time.time() - started < 40
+    leftover = subprocess.run(["pgrep", "-f", str(out / "work" / "job.json")], capture_output=True, text=True).stdout
+    assert leftover.strip() == ""
