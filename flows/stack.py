@@ -240,17 +240,17 @@ def up(artifacts: str | None = None, timeout_s: float = START_TIMEOUT_S) -> dict
     """
     stack_dir().mkdir(parents=True, exist_ok=True)
     artifacts = artifacts or os.environ.get(ARTIFACTS_ENV) or str(project_home() / "mlartifacts")
-    ports, started, states = _running_ports(), [], {}
+    ports = _running_ports()
+    running = {service for service in SERVICES if _process(_read_state(service))}
+    states = {}
     try:
         for service in SERVICES:
-            state = _read_state(service)
-            if _process(state) is None:
-                state = _start(service, ports, artifacts, timeout_s)
-                started.append(service)
-            states[service.name] = {**state, "started": service in started}
+            state = _read_state(service) if service in running else _start(service, ports, artifacts, timeout_s)
+            states[service.name] = {**state, "started": service not in running}
     except BaseException:
-        for service in reversed(started):
-            _stop(service)
+        for service in reversed(SERVICES):
+            if service not in running:
+                _stop(service)
         raise
     _write_env_file(ports)
     return states

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,11 +44,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+HOSTFILE_LINE = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+)\s+slots=(?P<slots>[1-9][0-9]*)$")
+
+
+def validate_hostfile(path: str) -> int:
+    """Check a DeepSpeed hostfile (`hostname slots=N` per line, # comments) before launching on it;
+    returns the total number of slots (processes)."""
+    if not Path(path).is_file():
+        raise ValueError(f"launch.hostfile {path} does not exist")
+    entries = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
+    slots = 0
+    for number, line in enumerate(entries, 1):
+        if not line:
+            continue
+        match = HOSTFILE_LINE.match(line)
+        if not match:
+            raise ValueError(f"launch.hostfile {path}:{number}: {line!r} is not 'hostname slots=N'")
+        slots += int(match["slots"])
+    if not slots:
+        raise ValueError(f"launch.hostfile {path} lists no hosts")
+    return slots
+
+
 def job_command(module: str, job_file: Path, launch: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The command (and extra environment) that runs `python -m module job_file` under the launcher."""
     nprocs, port = int(launch.get("nprocs", 1)), free_port()
     if launch.get("hostfile") or (nprocs > 1 and launch.get("launcher") == "deepspeed"):
         cmd = ["deepspeed", "--master_port", str(port)]
-        cmd += ["--hostfile", launch["hostfile"]] if launch.get("hostfile") else ["--num_gpus", str(nprocs)]
+        if launch.get("hostfile"):
+            validate_hostfile(launch["hostfile"])
+            cmd += ["--hostfile", launch["hostfile"]]
+        else:
+            cmd += ["--num_gpus", str(nprocs)]
         return cmd + ["--module", module, str(job_file)], {}
     if nprocs > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),

@@ -38,16 +38,21 @@ def find_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def walk(manifest: dict[str, Any], storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """This artifact and every upstream artifact, each once, nearest first."""
-    chain, seen, queue = [], set(), [manifest]
-    while queue:
-        current = queue.pop(0)
+    """This artifact and every upstream artifact, each once, every stage before what it was built
+    from (so the export comes first and the data stage last)."""
+    post_order: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def visit(current: dict[str, Any]) -> None:
         if current["fingerprint"] in seen:
-            continue
+            return
         seen.add(current["fingerprint"])
-        chain.append(current)
-        queue += [read_manifest(up["uri"], storage_options) for up in current.get("upstream", [])]
-    return chain
+        for up in current.get("upstream", []):
+            visit(read_manifest(up["uri"], storage_options))
+        post_order.append(current)
+
+    visit(manifest)
+    return post_order[::-1]
 
 
 def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:

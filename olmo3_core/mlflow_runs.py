@@ -11,15 +11,22 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from olmo3_core.home import project_home
 from olmo3_core.secrets import redact
 from olmo3_core.tracking import MlflowTracker
 
 DIGEST_LEN = 32  # MLflow caps dataset digests at 36 characters; the full hash goes in a tag
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, creating it if needed. Without a tracking server, MLflow would put run
+    artifacts in ./mlruns of whatever directory the process runs in: keep them under the project home."""
     existing = client.get_experiment_by_name(name)
-    return existing.experiment_id if existing else client.create_experiment(name)
+    if existing:
+        return existing.experiment_id
+    if artifact_location is None and not client.tracking_uri.startswith("http"):
+        artifact_location = (project_home() / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def start_flow_run(client: MlflowClient, experiment: str, tags: dict[str, str], config: dict[str, Any]) -> str:

@@ -74,7 +74,7 @@ def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: 
     if plan is None:
         plan = build_plan(cfg, forked_artifact(cfg, store, cfg["fork_from"]) if cfg["fork_from"] else None)
     client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
-    experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"])
+    experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"], cfg["tracking"]["artifact_location"])
     run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(overrides or []), **(tags or {})}
     parent = mlflow_runs.start_flow_run(client, experiment, run_tags, cfg)
     return Session(cfg, plan, store, client, experiment, parent, tags or {})

@@ -145,6 +145,7 @@ class StorageConfig:
 class TrackingConfig:
     uri: Optional[str] = None
     experiment: str = "olmo3-flow"
+    artifact_location: Optional[str] = None  # run artifacts of a new experiment; null: <home>/mlartifacts (or the server's)
     registered_model_prefix: str = "olmo3"
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import re
+import string
 import unicodedata
-from collections import Counter
 from typing import Any, Callable
+
+import numpy as np
 
 Result = tuple[dict[str, Any], "str | None"]
 REGISTRY: dict[str, type["Processor"]] = {}
@@ -20,6 +22,8 @@ STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
 BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "*", "-", "–", "‣")
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’")
 C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+PUNCTUATION = string.punctuation + "…“”‘’«»–—"
+ALPHA_WORD = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-delimited word containing a letter
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
@@ -149,15 +153,16 @@ class GopherQuality(Processor):
         text, p = doc["text"], self.p
         words = text.split()
         n = max(len(words), 1)
+        wordy = [w for w in words if w.strip(PUNCTUATION)]  # symbol-only tokens are not words
         lines = [line for line in text.split("\n") if line.strip()] or [""]
         a = {
-            "words": len(words),
-            "mean_word_length": sum(map(len, words)) / n,
-            "symbol_word_ratio": (text.count("#") + text.count("...") + text.count("…")) / n,
+            "words": len(wordy),
+            "mean_word_length": sum(map(len, wordy)) / max(len(wordy), 1),
+            "symbol_word_ratio": max(text.count("#"), text.count("...") + text.count("…")) / n,
             "bullet_lines_ratio": sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines),
             "ellipsis_lines_ratio": sum(line.rstrip().endswith(("...", "…")) for line in lines) / len(lines),
-            "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) / n,
-            "stop_words": sum(w.lower() in STOP_WORDS for w in words),
+            "alpha_words_ratio": len(ALPHA_WORD.findall(text)) / n,
+            "stop_words": len(STOP_WORDS.intersection(w.lower() for w in words)),  # distinct, as in the paper
         }
         return a, self.first_failure([
             ("too_few_words", a["words"] >= p["min_doc_words"]),
@@ -184,24 +189,46 @@ def _dup_fraction(units: list[str]) -> tuple[float, float]:
     return dup / max(len(units), 1), dup_chars / total_chars
 
 
-def _top_ngram_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters in the most frequent n-gram (times its count) over all word characters."""
-    grams = Counter(zip(*(words[i:] for i in range(n))))
-    if not grams:
-        return 0.0
-    gram, count = grams.most_common(1)[0]
-    return count * sum(map(len, gram)) / total_chars if count > 1 else 0.0
+class _Ngrams:
+    """Word n-gram statistics with numpy: words become ids, n-grams 64-bit rolling keys (one pass each)."""
 
+    def __init__(self, words: list[str]):
+        index: dict[str, int] = {}
+        self.ids = np.fromiter((index.setdefault(w, len(index)) for w in words), np.uint64, len(words))
+        self.lens = np.fromiter(map(len, words), np.int64, len(words))
+        self.total = int(self.lens.sum()) or 1
 
-def _dup_ngram_fraction(words: list[str], n: int, total_chars: int) -> float:
-    """Characters of words covered by an n-gram seen earlier in the document, counted once each."""
-    seen: set[tuple[str, ...]] = set()
-    covered = bytearray(len(words))
-    for i, gram in enumerate(zip(*(words[j:] for j in range(n)))):
-        if gram in seen:
-            covered[i : i + n] = b"\x01" * n
-        seen.add(gram)
-    return sum(len(w) for w, c in zip(words, covered) if c) / total_chars
+    def keys(self, n: int) -> np.ndarray:
+        count = len(self.ids) - n + 1
+        keys = self.ids[:count].copy()
+        for j in range(1, n):
+            keys = keys * np.uint64(1_000_003) + self.ids[j : j + count]  # wraps mod 2**64
+        return keys
+
+    def top_fraction(self, n: int) -> float:
+        """Characters in the most frequent n-gram (times its count) over all word characters."""
+        keys = self.keys(n)
+        if keys.size == 0:
+            return 0.0
+        _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        best = int(np.argmax(counts))
+        if counts[best] < 2:
+            return 0.0
+        start = int(first[best])
+        return int(counts[best]) * int(self.lens[start : start + n].sum()) / self.total
+
+    def dup_fraction(self, n: int) -> float:
+        """Characters of words covered by an n-gram seen earlier in the document, counted once each."""
+        keys = self.keys(n)
+        if keys.size == 0:
+            return 0.0
+        repeat = np.ones(keys.size, dtype=bool)
+        repeat[np.unique(keys, return_index=True)[1]] = False
+        starts = np.flatnonzero(repeat)
+        depth = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        depth[starts] += 1
+        depth[starts + n] -= 1
+        return int(self.lens[np.cumsum(depth[:-1]) > 0].sum()) / self.total
 
 
 @register("gopher_repetition")
@@ -222,13 +249,12 @@ class GopherRepetition(Processor):
              "dup_line_frac": line_frac, "dup_line_char_frac": line_chars}
         checks = [("dup_paragraphs", para_frac <= p["dup_para_frac"] and para_chars <= p["dup_para_char_frac"]),
                   ("dup_lines", line_frac <= p["dup_line_frac"] and line_chars <= p["dup_line_char_frac"])]
-        words = text.split()
-        total = sum(map(len, words)) or 1
+        grams = _Ngrams(text.split())
         for n, limit in p["top_n_grams"]:
-            a[f"top_{n}gram_frac"] = _top_ngram_fraction(words, n, total)
+            a[f"top_{n}gram_frac"] = grams.top_fraction(n)
             checks.append((f"top_{n}gram", a[f"top_{n}gram_frac"] <= limit))
         for n, limit in p["dup_n_grams"]:
-            a[f"dup_{n}gram_frac"] = _dup_ngram_fraction(words, n, total)
+            a[f"dup_{n}gram_frac"] = grams.dup_fraction(n)
             checks.append((f"dup_{n}gram", a[f"dup_{n}gram_frac"] <= limit))
         return a, self.first_failure(checks)
 

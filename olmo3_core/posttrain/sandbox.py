@@ -19,8 +19,9 @@ Layers, each enforced for real, so a hole in one is caught by another:
 - a wall-clock timeout that SIGKILLs the whole process group.
 
 Audit hooks alone are not a security boundary (CPython says so); with seccomp and the rlimits they
-are one layer of several. Paths must be `str`/`bytes`/file descriptors: a PathLike's `__fspath__`
-could answer the check and the real open differently, so it is refused.
+are one layer of several. An audited path that is not `str`/`bytes`/a file descriptor is refused:
+a custom PathLike's `__fspath__` could answer the check and the real call differently (pathlib is
+fine, it hands the os functions strings).
 """
 from __future__ import annotations
 
@@ -41,14 +42,20 @@ FORBIDDEN_EXIT, MEMORY_EXIT, FILE_SIZE_EXIT = 86, 87, 88
 MARKER = "olmo3-sandbox:"
 OUTPUT_LIMIT = 64 * 1024
 
-_BOOTSTRAP = r'''
+# The prelude runs in the child as `python -c`; it gets this module's constants prepended.
+_BOOTSTRAP = (f"MARKER, FORBIDDEN_EXIT, MEMORY_EXIT, FILE_SIZE_EXIT = "
+              f"{MARKER!r}, {FORBIDDEN_EXIT}, {MEMORY_EXIT}, {FILE_SIZE_EXIT}\n") + r'''
 import builtins, posix, sys
 
-MARKER, FORBIDDEN_EXIT, MEMORY_EXIT, FILE_SIZE_EXIT = "olmo3-sandbox:", 86, 87, 88
-# (audit arch, syscalls that kill the process, syscalls that fail with EPERM) per machine.
+# (audit arch, syscalls that kill the process, syscalls that fail with EPERM) per machine. Killed:
+# clone/fork/vfork/clone3, execve(at), kill/tkill/tgkill/pidfd_send_signal, ptrace, process_vm_*,
+# mknod(at) (mkfifo is not audited), chroot, mount, unshare, setns, io_uring_setup. EPERM: rt_sigaction
+# (no Python signal handler can be installed, so none can see a frame), socket, socketpair.
 SYSCALLS = {
-    "x86_64": (0xC000003E, (56, 57, 58, 59, 62, 101, 161, 165, 200, 234, 272, 308, 310, 311, 322, 424, 425, 435), (13, 41, 53)),
-    "aarch64": (0xC00000B7, (40, 51, 97, 117, 129, 130, 131, 220, 221, 268, 270, 271, 281, 424, 425, 435), (134, 198, 199)),
+    "x86_64": (0xC000003E, (56, 57, 58, 59, 62, 101, 133, 161, 165, 200, 234, 259, 272, 308, 310, 311, 322, 424, 425, 435),
+               (13, 41, 53)),
+    "aarch64": (0xC00000B7, (33, 40, 51, 97, 117, 129, 130, 131, 220, 221, 268, 270, 271, 281, 424, 425, 435),
+                (134, 198, 199)),
 }
 KILL_EVENTS = frozenset({
     "os.fork", "os.forkpty", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.kill", "os.killpg",
@@ -59,8 +66,10 @@ SOFT_EVENTS = frozenset({
     "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
     "gc.get_objects", "gc.get_referrers", "gc.get_referents",
 })
+# Extension modules that spawn processes, poke memory, or open files in C where the hook cannot see.
 DENIED_MODULES = frozenset({"_ctypes", "_posixsubprocess", "_xxsubinterpreters", "_xxinterpchannels",
-                            "_interpreters", "_testcapi", "_testinternalcapi"})
+                            "_interpreters", "_testcapi", "_testinternalcapi", "_sqlite3", "_dbm", "_gdbm",
+                            "readline", "spwd", "_ssl", "_multiprocessing", "_posixshmem"})
 FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.mkdir": (0,), "os.truncate": (0,),
                "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,), "os.setxattr": (0,),
@@ -107,15 +116,18 @@ def _confine():
 def _install_hook(workdir):
     """Audit hook: kill on anything dangerous, raise on introspection. Everything it uses is bound
     here, before the program runs, so monkeypatching builtins or os cannot change its verdicts."""
-    write, exit_, lstat = posix.write, posix._exit, posix.lstat
-    readlink, str_, bytes_, int_, type_ = posix.readlink, str, bytes, int, type
+    write, exit_, lstat, readlink = posix.write, posix._exit, posix.lstat, posix.readlink
+    str_, bytes_, int_, type_, len_, range_ = str, bytes, int, type, len, range
     errors = (OSError, ValueError)
     ValueError_, AttributeError_, RuntimeError_ = ValueError, AttributeError, RuntimeError
+    kill_events, soft_events, denied_modules = KILL_EVENTS, SOFT_EVENTS, DENIED_MODULES
+    frame_attrs, path_events, read_files, marker = FRAME_ATTRS, PATH_EVENTS, READ_FILES, MARKER
+    forbidden_exit = FORBIDDEN_EXIT
     write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
 
     def deny(event, detail):
-        write(2, ("\n%s forbidden: %s %s\n" % (MARKER, event, detail)).encode("utf-8", "replace"))
-        exit_(FORBIDDEN_EXIT)
+        write(2, ("\n%s forbidden: %s %s\n" % (marker, event, detail)).encode("utf-8", "replace"))
+        exit_(forbidden_exit)
 
     def resolve(path):
         """Absolute, symlink-free spelling of `path` (None if not a plain path or a link loop)."""
@@ -125,7 +137,7 @@ def _install_hook(workdir):
             return None
         pending = (path if path.startswith("/") else workdir + "/" + path).split("/")[::-1]
         parts = []
-        for _ in range(4096):
+        for _ in range_(4096):
             if not pending:
                 return "/" + "/".join(parts)
             name = pending.pop()
@@ -173,7 +185,7 @@ def _install_hook(workdir):
         if type_(flags) is int_ and flags & write_flags:
             if real != "/dev/null":
                 deny("open", real + " (write outside the sandbox dir)")
-        elif real not in READ_FILES and (not inside(real, read_roots) or is_dir(real)):
+        elif real not in read_files and (not inside(real, read_roots) or is_dir(real)):
             deny("open", real + " (read outside the sandbox dir and the standard library)")
 
     def hook(event, args):
@@ -182,19 +194,19 @@ def _install_hook(workdir):
         if event == "sys._getframe":
             raise ValueError_("frame introspection is disabled in the sandbox")
         if event == "object.__getattr__":
-            if len(args) > 1 and type_(args[1]) is str_ and args[1] in FRAME_ATTRS:
+            if len_(args) > 1 and type_(args[1]) is str_ and args[1] in frame_attrs:
                 raise AttributeError_("frame introspection is disabled in the sandbox")
             return
-        if event in SOFT_EVENTS:
+        if event in soft_events:
             raise RuntimeError_(event + " is disabled in the sandbox")
-        if event in KILL_EVENTS or event.startswith(("socket.", "ctypes.")):
+        if event in kill_events or event.startswith(("socket.", "ctypes.")):
             deny(event, "")
-        if event == "import" and args and (type_(args[0]) is not str_ or args[0] in DENIED_MODULES):
+        if event == "import" and args and (type_(args[0]) is not str_ or args[0] in denied_modules):
             deny(event, args[0] if type_(args[0]) is str_ else "non-plain module name")
         if event == "open":
-            check_open(args[0], args[2] if len(args) > 2 else 0)
-        for i in PATH_EVENTS.get(event, ()):
-            if i < len(args) and type_(args[i]) is not int_:
+            check_open(args[0], args[2] if len_(args) > 2 else 0)
+        for i in path_events.get(event, ()):
+            if i < len_(args) and type_(args[i]) is not int_:
                 real = resolve(args[i])
                 if real is None or not inside(real, roots):
                     deny(event, (real or "non-plain path") + " (outside the sandbox dir)")
@@ -248,14 +260,10 @@ class SandboxError(RuntimeError):
 class SandboxResult:
     status: str  # one of STATUSES
     reason: str
-    returncode: int | None
+    returncode: int
     stdout: str
     stderr: str
     duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 def _scrubbed_env(workdir: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from olmo3_core.posttrain.procedural.math import is_heldout
-from olmo3_core.posttrain.verifiers.ifeval import sentences, words
+from olmo3_core.posttrain.verifiers.ifeval import split_sentences, split_words
 
 TOPICS = ["the ocean", "coffee", "city parks", "bicycles", "the moon", "libraries", "rainy days", "gardening",
           "trains", "mountains", "honeybees", "chess", "bread baking", "winter", "lighthouses", "volcanoes",
@@ -20,9 +20,9 @@ TOPICS = ["the ocean", "coffee", "city parks", "bicycles", "the moon", "librarie
 REQUESTS = ["Write a short description of {topic}.", "Explain why people enjoy {topic}.",
             "Write a few notes about {topic}.", "Describe {topic} to a child."]
 SENTENCES = ["{T} can teach us a lot about patience.", "Many people find {t} calming and beautiful.",
-             "There is always something new to notice about {t}.", "{T} has a long and interesting history.",
+             "There is always something new to notice about {t}.", "The story of {t} is long and interesting.",
              "Writers and artists often return to {t} for ideas.", "A quiet hour with {t} can brighten a whole day.",
-             "Learning about {t} is a simple pleasure.", "{T} connects people across many places and ages."]
+             "Learning about {t} is a simple pleasure.", "{T} can connect people across many places and ages."]
 KEYWORDS = ["wonder", "daily", "nature", "curious", "gentle", "season", "journey", "craft"]
 FORBIDDEN = ["very", "really", "thing", "stuff", "amazing", "literally"]  # never in SENTENCES
 PLACEHOLDERS = ["[name]", "[address]", "[date]"]
@@ -36,8 +36,8 @@ DESCRIBE = {
     "max_words": "Answer in at most {n} words.",
     "min_words": "Answer in at least {n} words.",
     "max_sentences": "Use at most {n} sentences.",
-    "include_keywords": "Include the words {keywords}.",
-    "forbidden_words": "Do not use the words {words}.",
+    "include_keywords": "Use {keywords} in your answer.",
+    "forbidden_words": "Never use {words}.",
     "json_format": "Format the whole answer as JSON.",
     "no_commas": "Do not use any commas.",
     "all_lowercase": "Write everything in lowercase letters.",
@@ -129,11 +129,11 @@ def _task(rng: random.Random) -> InstructionTask:
     if "no_commas" in families:
         specs.append({"type": "no_commas"})
     if "length" in families:
-        count = len(words(text))
+        count = len(split_words(text))
         specs.append(rng.choice([{"type": "max_words", "n": count + rng.randint(0, 30)},
                                  {"type": "min_words", "n": max(1, count - rng.randint(0, count // 2))}]))
     if "sentences" in families:
-        specs.append({"type": "max_sentences", "n": len(sentences(text)) + rng.randint(0, 2)})
+        specs.append({"type": "max_sentences", "n": len(split_sentences(text)) + rng.randint(0, 2)})
     prompt = " ".join([rng.choice(REQUESTS).format(topic=topic)] + [describe(s) for s in specs])
     return InstructionTask(prompt, tuple(specs), text)
 

@@ -24,7 +24,8 @@ from olmo3_core.posttrain.sandbox import run_untrusted
 from olmo3_core.posttrain.verifiers.math import strip_reasoning
 
 PLAIN_CHECK = "__olmo3_plain__"
-_FENCE_RE = re.compile(r"```[ \t]*(python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_PYTHON_LANGS = {"python", "py", "python3"}
 
 _HARNESS = r'''
 import builtins as _builtins, os as _os
@@ -137,7 +138,7 @@ def extract_code(completion: str) -> list[str]:
     """Code blocks of a completion: its ```python fences (else any ``` fences), else the raw text."""
     text = strip_reasoning(completion)
     fences = _FENCE_RE.findall(text)
-    python = [body for lang, body in fences if lang]
+    python = [body for lang, body in fences if lang.lower() in _PYTHON_LANGS]
     blocks = python or [body for _, body in fences] or [text]
     return [b for b in blocks if b.strip()]
 

@@ -30,11 +30,11 @@ def constraint(name: str):
     return register
 
 
-def words(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
     return _WORD_RE.findall(text)
 
 
-def sentences(text: str) -> list[str]:
+def split_sentences(text: str) -> list[str]:
     """Sentences, split after . ! ? followed by whitespace (a trailing fragment counts too)."""
     return [s for s in _SENTENCE_END_RE.split(text) if s.strip()]
 
@@ -45,17 +45,17 @@ def _mentions(text: str, word: str) -> bool:
 
 @constraint("max_words")
 def max_words(text: str, n: int) -> bool:
-    return len(words(text)) <= n
+    return len(split_words(text)) <= n
 
 
 @constraint("min_words")
 def min_words(text: str, n: int) -> bool:
-    return len(words(text)) >= n
+    return len(split_words(text)) >= n
 
 
 @constraint("max_sentences")
 def max_sentences(text: str, n: int) -> bool:
-    return 0 < len(sentences(text)) <= n
+    return 0 < len(split_sentences(text)) <= n
 
 
 @constraint("include_keywords")
