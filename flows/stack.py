@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -119,8 +120,9 @@ def client_env(ports: dict[str, int]) -> dict[str, str]:
 def _service_env(ports: dict[str, int]) -> dict[str, str]:
     configure_environment()  # Prefect logging/analytics defaults, inherited by flow runs
     # MLflow's GenAI job runner forks seven consumers (~1.5 GB) that the model flow never uses.
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **client_env(ports), MARKER: str(stack_dir()),
-            "PREFECT_WORKER_WEBSERVER_HOST": HOST, "PREFECT_WORKER_WEBSERVER_PORT": str(ports["worker"])}
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **client_env(ports),
+            MARKER: str(stack_dir()), "PREFECT_WORKER_WEBSERVER_HOST": HOST,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(ports["worker"])}
 
 
 def _default_root(artifacts: str) -> list[str]:
@@ -227,10 +229,9 @@ def _running_ports() -> dict[str, int]:
     return ports
 
 
-def _write_env_file(ports: dict[str, int]) -> Path:
-    path = stack_dir() / "env.sh"
-    path.write_text("".join(f"export {k}={v}\n" for k, v in client_env(ports).items()))
-    return path
+def _write_env_file(ports: dict[str, int]) -> None:
+    lines = (f"export {key}={shlex.quote(value)}\n" for key, value in client_env(ports).items())
+    (stack_dir() / "env.sh").write_text("".join(lines))
 
 
 def up(artifacts: str | None = None, timeout_s: float = START_TIMEOUT_S) -> dict[str, dict]:
@@ -343,7 +344,8 @@ def _print_status(report: dict[str, dict]) -> None:
 
 def _print_up(states: dict[str, dict]) -> None:
     for name, state in states.items():
-        print(f"{name:<8} {'started' if state['started'] else 'already running'} (pid {state['pid']}, port {state['port']})")
+        action = "started" if state["started"] else "already running"
+        print(f"{name:<8} {action} (pid {state['pid']}, port {state['port']})")
     ports = {name: state["port"] for name, state in states.items()}
     print(f"\nPrefect UI: {PREFECT.url(ports['prefect'])}\nMLflow UI:  {MLFLOW.url(ports['mlflow'])}")
     print(f"Work pool:  {POOL} (process worker running); {GPU_POOL} (paused placeholder)")

@@ -51,13 +51,16 @@ def _docstrings(path: Path) -> str:
 def prose(name: str, src: SourceConfig, seed: int) -> tuple[Iterator[dict], list[str]]:
     import pydoc_data.topics as topics
 
-    entries = [(f"pydoc:{topic}", lambda t=topic: topics.topics[t]) for topic in sorted(topics.topics)]
-    entries += [(f"docstrings:{p.stem}", lambda p=p: _docstrings(p)) for p in stdlib_files()]
+    entries = [(f"pydoc:{t}", None) for t in sorted(topics.topics)] + [(f"docstrings:{p.stem}", p) for p in stdlib_files()]
     chosen = _sample(entries, src.max_docs, seed, name)
-    raw = sorted({topics.__file__} | {str(p) for p in stdlib_files() if f"docstrings:{p.stem}" in dict(chosen)})
     meta = {"python": PYTHON, "license": "PSF-2.0"}
-    docs = (make_doc(doc_id, text(), name, None, dict(meta)) for doc_id, text in chosen)
-    return docs, raw
+
+    def docs() -> Iterator[dict]:
+        for doc_id, path in chosen:
+            text = _docstrings(path) if path else topics.topics[doc_id.split(":", 1)[1]]
+            yield make_doc(doc_id, text, name, None, dict(meta))
+
+    return docs(), [topics.__file__] + [str(p) for _, p in chosen if p]
 
 
 def code(name: str, src: SourceConfig, seed: int) -> tuple[Iterator[dict], list[str]]:

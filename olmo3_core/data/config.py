@@ -23,10 +23,10 @@ class DataConfigError(ValueError):
 class SourceConfig:
     kind: str = "files"
     paths: List[str] = field(default_factory=list)  # files or globs, local or s3:// (kinds files, pdf)
-    max_docs: Optional[int] = None  # cap (seeded sample) on documents read; builtin_math: docs generated
+    max_docs: Optional[int] = None  # built-in sources: seeded sample of documents (builtin_math: docs generated)
     processors: Any = "prose"  # name of a chain in `pipelines`, or an inline list of processor specs
     storage_options: Dict[str, Any] = field(default_factory=dict)  # merged over the group's storage_options
-    docs_per_shard: int = 500  # built-in sources: documents per materialized shard
+    docs_per_shard: int = 500  # built-in sources: documents per materialized shard; pdf: PDFs per shard
     pdf_backend: str = "pypdf"  # pdf: pypdf (CPU) | olmocr (GPU, optional install)
     problems_per_doc: List[int] = field(default_factory=lambda: [2, 12])  # builtin_math: min, max per doc
 
@@ -34,7 +34,7 @@ class SourceConfig:
 @dataclass
 class ExecutorConfig:
     kind: str = "process"  # process (ProcessPoolExecutor with `workers`) | dask
-    address: Optional[str] = None  # dask scheduler tcp://host:port; null starts a LocalCluster
+    address: Optional[str] = None  # dask scheduler tcp://host:port (workers must share the output filesystem); null: LocalCluster
 
 
 @dataclass

@@ -34,7 +34,8 @@ def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs) ->
                   "rate": round((dups["dedup:exact"] + dups["dedup:fuzzy"]) / max(after_filters, 1), 4)},
         "decontam": {"docs": sum(n for k, n in removed.items() if k.startswith("decontam:")) + total("decontam_masked"),
                      "masked_docs": total("decontam_masked"), "ngrams": total("decontam_ngrams"),
-                     "items_by_set": merged("decontam_sets")},
+                     "items_by_set": merged("decontam_sets"),
+                     "matched": [hit for r in reports for hit in r.decontam_hits][:100]},
     }
 
 
@@ -53,6 +54,10 @@ def markdown(sheet: dict[str, Any]) -> str:
     lines += ["", "**Removals by reason**", "", "| source | reason | docs |", "|---|---|---|"]
     lines += [f"| {n} | {r} | {c} |" for n, s in sheet["sources"].items() for r, c in {**s["removed"], **{
         f"quarantine:{k}": v for k, v in s["quarantined"].items()}}.items()]
+    hits = [(n, h) for n, s in sheet["sources"].items() for h in s["decontam"]["matched"]]
+    lines += ["", f"**Decontamination** ({len(hits)} documents matched eval sets)", ""]
+    lines += [f"- {n}: `{h['id']}` matched {h['items']} item(s) of {', '.join(h['sets'])} with {h['ngrams']} n-grams, "
+              f"{'removed' if h['removed'] else 'masked'}" for n, h in hits[:20]]
     lines += ["", "**Mixes (achieved vs target token share)**", "", "| mix | source | target | achieved | tokens | docs (unique) | epochs |",
               "|---|---|---|---|---|---|---|"]
     for mix, m in sheet["mixes"].items():

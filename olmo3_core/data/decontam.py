@@ -83,7 +83,8 @@ class Decontaminator(Processor):
         if not flagged:
             return {"items": 0}, None
         matched = set().union(*(hits[i] for i in flagged))
-        attrs = {"items": len(flagged), "ngrams": len(matched), "sets": dict(Counter(self.item_sets[i] for i in flagged))}
+        attrs = {"items": len(flagged), "ngrams": len(matched), "sets": dict(Counter(self.item_sets[i] for i in flagged)),
+                 "examples": sorted(matched)[:3]}
         if self.cfg.mode == "remove":
             return attrs, f"decontam:{self.item_sets[flagged[0]]}"
         doc["text"] = self._mask(doc["text"], matches, grams, matched)

@@ -31,6 +31,17 @@ class SourceDocs:
     length: np.ndarray  # tokens, including the trailing EOS
     ids: list[str]
 
+    @classmethod
+    def from_shards(cls, name: str, shards: list[tuple[str, str, np.ndarray, np.ndarray, list[str]]]) -> "SourceDocs":
+        """(token file, documents file, rows, token lengths, ids) per shard -> the source's arrays."""
+        def cat(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+        return cls(name, [s[0] for s in shards], [s[1] for s in shards],
+                   cat([np.full(len(s[2]), i) for i, s in enumerate(shards)]), cat([s[2] for s in shards]),
+                   cat([np.cumsum(s[3]) - s[3] for s in shards]), cat([s[3] for s in shards]),
+                   [doc_id for s in shards for doc_id in s[4]])
+
 
 @dataclass
 class MixPlan:

@@ -48,7 +48,7 @@ def _pypdf_item(uri: str, source: str, storage_options: dict[str, Any]) -> Item:
         return Quarantined(uri, 0, reason[:300])
     if not text.strip():
         return Quarantined(uri, 0, "no_text: no extractable text layer (a scanned PDF needs pdf_backend=olmocr)")
-    return make_doc(Path(uri).name, text, source, None, {"pdf": {"uri": uri, "pages": pages, "backend": "pypdf"}})
+    return make_doc(uri, text, source, None, {"pdf": {"uri": uri, "pages": pages, "backend": "pypdf"}})
 
 
 def _olmocr_items(uris: list[str], source: str) -> Iterator[Item]:
@@ -72,7 +72,7 @@ def _olmocr_items(uris: list[str], source: str) -> Iterator[Item]:
             yield Quarantined(uri, 0, "no_text: olmocr produced no text")
             continue
         meta = {"pdf": {"uri": uri, "pages": record["metadata"].get("pdf-total-pages"), "backend": "olmocr"}}
-        yield make_doc(Path(uri).name, record["text"], source, None, meta)
+        yield make_doc(uri, record["text"], source, None, meta)
 
 
 def iter_pdfs(uris: list[str], source: str, backend: str, storage_options: dict[str, Any]) -> Iterator[Item]:

@@ -22,6 +22,8 @@ from olmo3_core.data.config import DedupConfig
 from olmo3_core.data.dedup import Signer, content_hash
 from olmo3_core.data.documents import Item, JsonlWriter, Quarantined, iter_documents, normalize, read_jsonl
 
+MAX_HITS = 100
+
 
 @dataclass
 class ShardTask:
@@ -51,6 +53,7 @@ class ShardReport:
     languages: Counter = field(default_factory=Counter)
     decontam_ngrams: int = 0
     decontam_masked: int = 0  # documents kept with eval overlaps masked (decontam mode: mask)
+    decontam_hits: list = field(default_factory=list)  # first MAX_HITS matched documents, for the datasheet
     decontam_sets: Counter = field(default_factory=Counter)
     ids: list[str] = field(default_factory=list)  # kept documents, in documents-file order
     hashes: list[str] = field(default_factory=list)
@@ -78,6 +81,8 @@ def _record_decision(report: ShardReport, doc: dict, attributes: dict, reason: s
         report.decontam_ngrams += decon["ngrams"]
         report.decontam_sets.update(decon["sets"])
         report.decontam_masked += reason is None
+        if len(report.decontam_hits) < MAX_HITS:
+            report.decontam_hits.append({"id": doc["id"], "removed": bool(reason), **decon})
     if reason:
         report.removed[reason] += 1
         return

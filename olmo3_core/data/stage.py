@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from olmo3_core.chat import EOS_TOKEN
 from olmo3_core.data import config as data_config
 from olmo3_core.data import datasheet, provenance, tokenizer
@@ -58,7 +56,7 @@ def plan_shards(cfg: DataConfig, out: Path, decontaminator: Decontaminator | Non
             inputs = expand_paths(src.paths, options)
             per = src.docs_per_shard if src.kind == "pdf" else 1
             groups = [inputs[i : i + per] for i in range(0, len(inputs), per)]
-        raw += [(name, uri, options if src.kind not in GENERATORS else {}) for uri in inputs]
+        raw += [(name, uri, options) for uri in inputs]
         tasks += [ShardTask(name, f"shard_{i:05d}", uris, "pdf" if src.kind == "pdf" else "documents",
                             data_config.processor_chain(cfg, name), cfg.dedup, str(out), options, src.pdf_backend,
                             cfg.quarantine_sample_chars, decontaminator) for i, uris in enumerate(groups)]
@@ -117,18 +115,11 @@ def tokenize(executor, reports: list[ShardReport], drops: Drops, out: Path, eos_
     tasks = [TokenizeTask(str(out / _documents_file(r)), frozenset(drops[n]), str(out / "tokenizer" / "tokenizer.json"),
                           eos_id, str(out / "tokens" / r.source / f"{r.shard}.npy")) for n, r in enumerate(reports)]
     results = map_ordered(executor, tokenize_shard, tasks, progress, "tokenize")
-    sources: dict[str, SourceDocs] = {}
-    for rep, (rows, lengths) in zip(reports, results):
-        docs = sources.setdefault(rep.source, SourceDocs(rep.source, [], [], *(np.empty(0, np.int64),) * 4, []))
-        shard = len(docs.token_files)
-        docs.token_files.append(f"tokens/{rep.source}/{rep.shard}.npy")
-        docs.doc_files.append(_documents_file(rep))
-        docs.shard = np.append(docs.shard, np.full(rows.size, shard))
-        docs.row = np.append(docs.row, rows)
-        docs.offset = np.append(docs.offset, np.cumsum(lengths) - lengths)
-        docs.length = np.append(docs.length, lengths)
-        docs.ids += [rep.ids[r] for r in rows]
-    return sources
+    shards: dict[str, list] = {s: [] for s in dict.fromkeys(r.source for r in reports)}
+    for rep, task, (rows, lengths) in zip(reports, tasks, results):
+        shards[rep.source].append((Path(task.out_path).relative_to(out).as_posix(), _documents_file(rep), rows, lengths,
+                                   [rep.ids[r] for r in rows]))
+    return {name: SourceDocs.from_shards(name, parts) for name, parts in shards.items()}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -140,7 +131,10 @@ def run(ctx: StageContext) -> StageResult:
     with make_executor(cfg) as executor:
         raw_inputs = map_ordered(executor, _digest, raw, ctx.tracker.progress, "hash raw inputs")
         reports = map_ordered(executor, curate_shard, tasks, ctx.tracker.progress, "curate shards")
+        log.info("curated %d shards: %d of %d documents passed the filters", len(reports),
+                 sum(r.docs_out for r in reports), sum(r.docs_in for r in reports))
         drops = deduplicate(cfg, reports, out, ctx.tracker.progress)
+        log.info("dedup removed %d documents", sum(map(len, drops.values())))
         tok = tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer")
         sources = tokenize(executor, reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN), ctx.tracker.progress)
     sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes, len(tok))
@@ -153,8 +147,8 @@ def _mix_and_describe(cfg: DataConfig, reports, drops: Drops, sources: dict[str,
     dups: dict[str, Counter] = {s: Counter() for s in cfg.sources}
     for n, rep in enumerate(reports):
         dups[rep.source].update(d.reason for d in drops[n].values())
-    empty = lambda s: SourceDocs(s, [], [], *(np.empty(0, np.int64),) * 4, [])  # noqa: E731
-    sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s], sources.get(s, empty(s)))
+    sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s],
+                                                                   sources.get(s) or SourceDocs.from_shards(s, []))
                                          for s in cfg.sources}, "mixes": {}, "notes": notes,
                              "tokenizer": {"vocab_size": vocab, "train_chars": cfg.tokenizer.train_chars}}
     for mix in MIX_NAMES:

@@ -65,7 +65,7 @@ def reward_functions(rows: list[dict[str, Any]]) -> list[Callable]:
 
         def reward(prompts, completions, ground_truth, verifier, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-            return [verify(t, gt) if v == name else None for t, gt, v in zip(texts, ground_truth, verifier)]
+            return [verify(t, json.loads(gt)) if v == name else None for t, gt, v in zip(texts, ground_truth, verifier)]
 
         reward.__name__ = f"{name}_reward"
         return reward
@@ -89,6 +89,8 @@ def build_trainer(job: dict[str, Any], model, tokenizer, rows: list[dict[str, An
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     kind, cfg = job["kind"], job["step_config"]
+    if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
+        rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
     dataset, args = Dataset.from_list(rows), common_args(job, cfg)
     if kind == "sft":
         config = SFTConfig(**args, warmup_steps=cfg["warmup_ratio"], max_length=cfg["max_length"],

@@ -52,7 +52,7 @@ def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subproces
 def _stack_env(home: Path) -> dict[str, str]:
     """The environment a user gets from `source <home>/stack/env.sh`."""
     lines = (home / "stack" / "env.sh").read_text().splitlines()
-    return {**os.environ, **dict(line.removeprefix("export ").split("=", 1) for line in lines)}
+    return {**os.environ, **dict(shlex.split(line)[1].split("=", 1) for line in lines)}
 
 
 def _post(url: str, body: dict) -> object:

@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from olmo3_core.posttrain.procedural.math import is_heldout
+from olmo3_core.posttrain.procedural import distinct
 
 WORDS = ["Fizz", "Buzz", "Ping", "Pong", "Zap", "Bop", "Tick", "Tock"]
 
@@ -173,22 +173,7 @@ def _task(spec: _Spec) -> CodeTask:
 
 def generate(n: int, seed: int, split: str = "train") -> list[CodeTask]:
     """`n` distinct tasks of `split` ("train" or "heldout"), deterministic in `seed`."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    rng = random.Random(f"code-{seed}-{split}")
-    seen: set[str] = set()
-    out: list[CodeTask] = []
-    for _ in range(n * 200):
-        if len(out) == n:
-            break
-        task = _task(rng.choice(TEMPLATES)(rng))
-        if task.prompt in seen or is_heldout(task.prompt) != (split == "heldout"):
-            continue
-        seen.add(task.prompt)
-        out.append(task)
-    if len(out) < n:
-        raise ValueError(f"could only generate {len(out)} distinct {split} code tasks, asked for {n}")
-    return out
+    return distinct(lambda rng: _task(rng.choice(TEMPLATES)(rng)), lambda task: task.prompt, n, f"code-{seed}", split)
 
 
 def rl_records(n: int, seed: int, split: str = "train") -> list[dict]:

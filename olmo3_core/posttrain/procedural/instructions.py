@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from olmo3_core.posttrain.procedural.math import is_heldout
+from olmo3_core.posttrain.procedural import distinct
 from olmo3_core.posttrain.verifiers.ifeval import split_sentences, split_words
 
 TOPICS = ["the ocean", "coffee", "city parks", "bicycles", "the moon", "libraries", "rainy days", "gardening",
@@ -140,22 +140,7 @@ def _task(rng: random.Random) -> InstructionTask:
 
 def generate(n: int, seed: int, split: str = "train") -> list[InstructionTask]:
     """`n` distinct tasks of `split` ("train" or "heldout"), deterministic in `seed`."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    rng = random.Random(f"instructions-{seed}-{split}")
-    seen: set[str] = set()
-    out: list[InstructionTask] = []
-    for _ in range(n * 200):
-        if len(out) == n:
-            break
-        task = _task(rng)
-        if task.prompt in seen or is_heldout(task.prompt) != (split == "heldout"):
-            continue
-        seen.add(task.prompt)
-        out.append(task)
-    if len(out) < n:
-        raise ValueError(f"could only generate {len(out)} distinct {split} instruction tasks, asked for {n}")
-    return out
+    return distinct(_task, lambda task: task.prompt, n, f"instructions-{seed}", split)
 
 
 def rl_records(n: int, seed: int, split: str = "train") -> list[dict]:

@@ -1,13 +1,10 @@
-"""Arithmetic word problems with worked solutions and verifiable answers.
-
-Train and held-out problems are split by a hash of the question text, so they can never overlap
-whatever seeds and sizes are chosen.
-"""
+"""Arithmetic word problems with worked solutions and verifiable answers."""
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
+
+from olmo3_core.posttrain.procedural import distinct
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ema", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lea"]
 ITEMS = ["apples", "books", "coins", "marbles", "pens", "stamps", "shells", "cards"]
@@ -43,28 +40,9 @@ def _problem(rng: random.Random) -> MathProblem:
     return MathProblem(q, (f"{a} + {b} = {total}.", f"{total} - {c} = {total - c}."), total - c)
 
 
-def is_heldout(question: str, heldout_percent: int = 10) -> bool:
-    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % 100 < heldout_percent
-
-
 def generate(n: int, seed: int, split: str = "train") -> list[MathProblem]:
     """`n` distinct problems of `split` ("train" or "heldout"), deterministic in `seed`."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    rng = random.Random(f"{seed}-{split}")
-    seen: set[str] = set()
-    out: list[MathProblem] = []
-    for _ in range(n * 200):
-        if len(out) == n:
-            break
-        p = _problem(rng)
-        if p.question in seen or is_heldout(p.question) != (split == "heldout"):
-            continue
-        seen.add(p.question)
-        out.append(p)
-    if len(out) < n:
-        raise ValueError(f"could only generate {len(out)} distinct {split} problems, asked for {n}")
-    return out
+    return distinct(_problem, lambda problem: problem.question, n, str(seed), split)
 
 
 def wrong_solution(problem: MathProblem, rng: random.Random) -> str:

@@ -81,7 +81,7 @@ def test_pdfs_read_in_order_and_bad_ones_are_quarantined(tmp_path):
     writer.write(tmp_path / "locked.pdf")
     (tmp_path / "corrupt.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog garbage")
     (tmp_path / "blank.pdf").write_bytes(minimal_pdf([[]]))
-    items = {i.uri.rsplit("/", 1)[-1] if isinstance(i, Quarantined) else i["id"]: i
+    items = {(i.uri if isinstance(i, Quarantined) else i["id"]).rsplit("/", 1)[-1]: i
              for i in iter_pdfs(sorted(str(p) for p in tmp_path.glob("*.pdf")), "pdfs", "pypdf", {})}
     text = items["good.pdf"]["text"]
     assert text.index("First page") < text.index("Second page") and items["good.pdf"]["metadata"]["pdf"]["pages"] == 2

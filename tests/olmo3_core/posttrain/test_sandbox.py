@@ -13,18 +13,6 @@ from olmo3_core.posttrain.sandbox import STATUSES, SandboxResult, run_untrusted
 CWD = "import os\nprint(os.getcwd(), flush=True)\n"
 
 
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 def _processes_in_sandbox_dirs() -> list[int]:
     out = []
     for cwd in Path("/proc").glob("[0-9]*/cwd"):
@@ -39,7 +27,8 @@ def _processes_in_sandbox_dirs() -> list[int]:
 def assert_host_intact(result: SandboxResult) -> None:
     """No process left behind, the temp dir gone, and a normal program still runs."""
     assert result.status in STATUSES and result.reason
-    assert _children_of(os.getpid()) == []
+    # Other tests in the session may own child processes (servers, pools); the sandbox's own are
+    # recognisable by their working directory.
     assert _processes_in_sandbox_dirs() == []
     workdir = result.stdout.splitlines()[0] if result.stdout else ""
     if workdir:
