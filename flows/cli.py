@@ -3,6 +3,7 @@
     olmo3-flow run [--dry-run] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
+    olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from olmo3_core.home import configure_environment
 
 def _dry_run(overrides: list[str]) -> int:
     from olmo3_core.model import count_parameters
-    from olmo3_core.runner import make_store
-    from olmo3_core.plan import build_plan
+    from olmo3_core.runner import make_store, plan_for
 
     cfg = _compose(overrides)
-    plan, store = build_plan(cfg), make_store(cfg)
+    store = make_store(cfg)
+    plan = plan_for(cfg, store)
     print(f"model: {count_parameters(cfg['model']) / 1e9:.2f}B parameters "
           f"({count_parameters(cfg['model']):,}); artifacts under {store.root}")
     print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")

@@ -67,12 +67,16 @@ def forked_artifact(cfg: dict[str, Any], store: ArtifactStore, uri: str) -> dict
     return manifest
 
 
+def plan_for(cfg: dict[str, Any], store: ArtifactStore) -> Plan:
+    """The config's plan, continuing from `fork_from` when it names an artifact."""
+    return build_plan(cfg, forked_artifact(cfg, store, cfg["fork_from"]) if cfg["fork_from"] else None)
+
+
 def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: dict[str, str] | None = None,
                  plan: Plan | None = None) -> Session:
     """Start a flow run: MLflow parent run, artifact store and the plan (from the config unless given)."""
     store = make_store(cfg)
-    if plan is None:
-        plan = build_plan(cfg, forked_artifact(cfg, store, cfg["fork_from"]) if cfg["fork_from"] else None)
+    plan = plan or plan_for(cfg, store)
     client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
     experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"], cfg["tracking"]["artifact_location"])
     run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(overrides or []), **(tags or {})}

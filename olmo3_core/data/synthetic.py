@@ -23,7 +23,8 @@ LINK = ("and then", "because", "while", "although", "so that", "until", "after")
 
 def sentence(rng: random.Random) -> str:
     def phrase() -> str:
-        return f"the {rng.choice(ADJ)} {rng.choice(NOUN)} {rng.choice(VERB)} the {rng.choice(ADJ)} {rng.choice(NOUN)}"
+        owner = f" of the {rng.choice(NOUN)}" if rng.random() < 0.5 else ""
+        return f"the {rng.choice(ADJ)} {rng.choice(NOUN)}{owner} {rng.choice(VERB)} the {rng.choice(ADJ)} {rng.choice(NOUN)}"
 
     body = f"{phrase()} {rng.choice(PLACE)}"
     if rng.random() < 0.5:
