@@ -15,10 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from olmo3_core.secrets import without_access_options
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 KEY_LIBRARIES = ("torch", "transformers", "trl", "deepspeed", "tokenizers")
+# Keys that say where or how work runs, not what it produces: kept out of fingerprints, so moving
+# storage endpoints, rotating credentials or changing worker counts never invalidates the cache.
+EXECUTION_KEYS = frozenset({"storage_options", "workers", "executor"})
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,17 @@ def library_versions() -> dict[str, str]:
     return {lib: importlib.metadata.version(lib) for lib in KEY_LIBRARIES}
 
 
+def result_config(obj: Any) -> Any:
+    """`obj` without its EXECUTION_KEYS, at any depth."""
+    if isinstance(obj, dict):
+        return {k: result_config(v) for k, v in obj.items() if k not in EXECUTION_KEYS}
+    if isinstance(obj, list):
+        return [result_config(v) for v in obj]
+    return obj
+
+
 def fingerprint(kind: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
-    payload = {"kind": kind, "config": without_access_options(config), "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
+    payload = {"kind": kind, "config": result_config(config), "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 

@@ -17,13 +17,3 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
-
-
-def without_access_options(obj: Any) -> Any:
-    """Drop `storage_options` (endpoints, credentials): they say how to reach data, not what it is,
-    so they stay out of fingerprints and a rotated key does not invalidate the cache."""
-    if isinstance(obj, dict):
-        return {k: without_access_options(v) for k, v in obj.items() if k != "storage_options"}
-    if isinstance(obj, list):
-        return [without_access_options(v) for v in obj]
-    return obj

@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional, Union
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from olmo3_core.data import processors
+
 SOURCE_KINDS = ("builtin_prose", "builtin_code", "builtin_math", "files", "pdf")
 MIX_NAMES = ("pretrain", "midtrain", "longcontext")
 
@@ -121,6 +123,10 @@ def check(cfg: DataConfig) -> None:
         chain = src.processors
         _require(not isinstance(chain, str) or chain in cfg.pipelines,
                  f"data.sources.{name}.processors names unknown pipeline {chain!r}; known: {sorted(cfg.pipelines)}")
+        try:
+            processors.build(processor_chain(cfg, name))
+        except ValueError as exc:
+            raise DataConfigError(f"data.sources.{name}.processors: {exc}") from exc
     d = cfg.dedup
     _require(d.bands * d.rows <= d.num_perm, f"data.dedup.bands * rows ({d.bands * d.rows}) exceeds num_perm ({d.num_perm})")
     _require(cfg.decontam.mode in ("remove", "mask"), f"data.decontam.mode must be remove or mask, got {cfg.decontam.mode!r}")

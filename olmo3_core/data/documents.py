@@ -18,8 +18,6 @@ from typing import Any, Iterator, Union
 
 import fsspec
 
-DOLMA_FIELDS = ("id", "text", "source", "added", "created", "metadata")
-
 
 @dataclass(frozen=True)
 class Quarantined:

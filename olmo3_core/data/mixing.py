@@ -59,7 +59,8 @@ def target_shares(cfg: DataConfig, mix: MixConfig, available: list[str]) -> dict
 
 
 def _sample(docs: SourceDocs, target: int, mix: MixConfig, rng: np.random.Generator) -> np.ndarray:
-    """Document indices totalling at least `target` tokens, cycling through eligible documents."""
+    """Document indices totalling about `target` tokens (whole documents, stopping at the boundary
+    closest to the target), cycling through the eligible documents as often as needed."""
     eligible = np.flatnonzero(docs.length >= mix.min_doc_tokens)
     if target <= 0 or eligible.size == 0:
         return np.empty(0, dtype=np.int64)

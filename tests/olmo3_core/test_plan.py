@@ -24,9 +24,12 @@ def test_changing_one_sft_knob_changes_only_that_branch_downstream():
     assert changed == {"instruct/sft", "instruct/dpo", "instruct/rlvr", "instruct/eval", "instruct/export"}
 
 
-def test_fingerprints_are_stable_and_ignore_storage_location():
-    assert {n: s.fingerprint for n, s in _plan().stages.items()} == \
-        {n: s.fingerprint for n, s in _plan("storage.root=/elsewhere").stages.items()}
+def test_fingerprints_are_stable_and_ignore_where_work_runs():
+    reference = {n: s.fingerprint for n, s in _plan().stages.items()}
+    for override in ("storage.root=/elsewhere", "data.workers=1", "+data.storage_options.key=AKIA0",
+                     "launch.timeout_s=5"):
+        assert {n: s.fingerprint for n, s in _plan(override).stages.items()} == reference, override
+    assert _plan("data.seed=7").stages["data"].fingerprint != reference["data"]
 
 
 def test_stage_selection_keeps_what_is_upstream():

@@ -107,4 +107,6 @@ def test_config_errors_name_the_key():
         load({**base, "dedup": {"bands": 20, "rows": 10, "num_perm": 128}})
     with pytest.raises(DataConfigError, match="unknown pipeline 'web'"):
         load({**base, "sources": {"s": {"kind": "files", "paths": ["x"], "processors": "web"}}})
+    with pytest.raises(DataConfigError, match="data.sources.s.processors: unknown processor 'gopher'"):
+        load({**base, "sources": {"s": {"kind": "builtin_math", "processors": [{"name": "gopher"}]}}})
     assert load(base).sources["s"].kind == "builtin_math"

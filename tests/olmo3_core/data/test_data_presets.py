@@ -23,7 +23,9 @@ def test_user_source_overrides_from_the_config_docstring():
     added = compose_config(["preset=micro", "+data.sources.web={kind: files, paths: [/data/web/*.jsonl.zst], processors: prose}",
                             "+data.mixes.pretrain.proportions.web=0.5"])
     assert load(added["data"]).mixes["pretrain"].proportions == {"web": 0.5}
-    endpoint = compose_config(["preset=micro", "data.storage_options={client_kwargs: {endpoint_url: http://127.0.0.1:9000}}"])
+    pdfs = compose_config(["preset=micro", "+data.sources.pdf={kind: pdf, paths: [/data/papers/*.pdf], processors: prose}"])
+    assert load(pdfs["data"]).sources["pdf"].pdf_backend == "pypdf"
+    endpoint = compose_config(["preset=micro", "+data.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000"])
     assert endpoint["data"]["storage_options"]["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
 
 

@@ -96,3 +96,21 @@ def test_olmocr_backend_fails_clearly_when_not_installed(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "olmocr", None)
     with pytest.raises(OlmOcrUnavailable, match="pip install"):
         list(iter_pdfs([str(tmp_path / "x.pdf")], "pdfs", "olmocr", {}))
+
+
+def test_pdf_source_through_the_stage(tmp_path, make_config, run_data_stage):
+    """PDFs become documents of their source, a corrupt one is quarantined, and both are in lineage."""
+    import random
+
+    from olmo3_core.data.synthetic import english_doc
+
+    rng = random.Random(3)
+    for i in range(3):
+        pages = [english_doc(rng, 12).replace("\n\n", " ").split(". ") for _ in range(2)]
+        (tmp_path / f"paper-{i}.pdf").write_bytes(minimal_pdf([[f"{line}." for line in page] for page in pages]))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
+    cfg = make_config({"pdf": {"kind": "pdf", "paths": [str(tmp_path / "*.pdf")], "processors": "prose", "docs_per_shard": 2}})
+    result = run_data_stage(cfg, tmp_path / "out")
+    sheet = json.loads((tmp_path / "out" / "datasheet.json").read_text())["sources"]["pdf"]
+    assert (sheet["docs_in"], sheet["docs_out"], sheet["quarantined"], sheet["shards"]) == (3, 3, {"corrupt_pdf": 1}, 2)
+    assert len(result.raw_inputs) == 4
