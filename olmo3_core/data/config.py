@@ -67,6 +67,7 @@ class TokenizerConfig:
     vocab_size: int = 2048
     min_frequency: int = 2
     train_chars: int = 4_000_000  # curated characters sampled (round-robin over sources) for BPE training
+    split_digits: bool = True  # one token per digit (as Llama does): arithmetic is learnable at small scale
 
 
 @dataclass

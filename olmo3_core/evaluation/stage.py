@@ -24,8 +24,9 @@ MODEL_ORDER = ("pretrain", "midtrain", "longmino", "sft", "dpo", "rlvr")
 
 
 def fewshot_prefix(k: int, seed: int) -> str:
+    """Worked examples in the format math appears in the pretraining corpus."""
     shots = procedural_math.generate(k, seed, split="train")
-    return "".join(f"Question: {p.question}\nAnswer: {p.solution}\n\n" for p in shots)
+    return "".join(f"Problem: {p.question}\nSolution: {p.solution}\n\n" for p in shots)
 
 
 def format_prompts(rows: list[dict[str, Any]], template: str | None, tokenizer, cfg: dict[str, Any], eval_set: str):
@@ -34,7 +35,7 @@ def format_prompts(rows: list[dict[str, Any]], template: str | None, tokenizer, 
         return [r["prompt"] for r in rows], [r["answer"] for r in rows]
     if template is None:
         prefix = fewshot_prefix(cfg["fewshot"], cfg["seed"])
-        return [f"{prefix}Question: {r['prompt']}\nAnswer:" for r in rows], [" " + r["solution"] for r in rows]
+        return [f"{prefix}Problem: {r['prompt']}\nSolution:" for r in rows], [" " + r["solution"] for r in rows]
     tokenizer.chat_template = chat_template(template)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
                                              tokenize=False) for r in rows]
@@ -58,6 +59,8 @@ def evaluate_model(model_dir, template: str | None, cfg: dict[str, Any], sets: d
     for name, rows in sets.items():
         prompts, refs = format_prompts(rows, template, gen.tokenizer, cfg, name)
         completions = gen.generate(prompts, cfg["max_new_tokens"], cfg["batch_size"])
+        if template is None:  # a base model goes on to write the next example: judge its first answer
+            completions = [c.split("\n\n")[0] for c in completions]
         verify = get_verifier(SET_VERIFIER[name])
         texts = [p + c if name == "humaneval" else c for p, c in zip(prompts, completions)]
         scores = [verify(t, ground_truth(r, name)) for t, r in zip(texts, rows)]

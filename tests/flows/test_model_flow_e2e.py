@@ -103,3 +103,12 @@ def test_changing_an_sft_knob_reruns_that_branch_from_sft_only(first_run):
     changed = model_flow(overrides=OVERRIDES + ["posttrain.instruct.sft.lr=0.002"])
     differs = {name for name in uris if changed[name] != uris[name]}
     assert differs == {"instruct/sft", "instruct/dpo", "instruct/rlvr", "instruct/eval", "instruct/export"}
+
+
+def test_a_training_token_traces_back_to_its_document(first_run, capsys):
+    uris, _ = first_run
+    shard = f"{uris['data']}/mixes/pretrain/shard_00000.npy"
+    assert main(["trace-tokens", shard, "1000"]) == 0
+    traced = json.loads(capsys.readouterr().out)
+    assert traced["source"] in {"prose", "code", "math"} and traced["document_id"]
+    assert traced["span"][0] <= 1000 < traced["span"][1] and traced["snippet"]
