@@ -5,8 +5,8 @@ import json
 import logging
 
 from olmo3_core.launch import run_job
-from olmo3_core.plots import line_plot
 from olmo3_core.stages import StageContext, StageResult
+from olmo3_core.stages.report import log_loss_curve, metrics_table
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ def run(ctx: StageContext) -> StageResult:
     run_job("olmo3_core.posttrain.trainers", job, ctx.output_dir / "work", launch, log.info, ctx.tracker.progress)
     summary = json.loads((ctx.output_dir / "train_summary.json").read_text())
     history = json.loads((ctx.output_dir / "loss_history.json").read_text())
-    if history:
-        steps, losses = zip(*history)
-        ctx.tracker.log_artifact(line_plot({"loss": (list(steps), list(losses))}, ctx.output_dir / "loss_curve.png",
-                                           f"{ctx.name} loss", "step", "loss"), "plots")
+    log_loss_curve(ctx, [step for step, _ in history], [loss for _, loss in history])
     metrics = {k: float(v) for k, v in summary.items()}
-    report = f"### {ctx.name}\n\n" + "".join(f"- {k}: {v:.4g}\n" for k, v in metrics.items())
-    return StageResult(metrics=metrics, report_markdown=report)
+    return StageResult(metrics=metrics, report_markdown=metrics_table(ctx.name, metrics))

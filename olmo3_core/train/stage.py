@@ -10,8 +10,8 @@ import json
 import logging
 
 from olmo3_core.launch import run_job
-from olmo3_core.plots import line_plot
 from olmo3_core.stages import StageContext, StageResult
+from olmo3_core.stages.report import log_loss_curve, metrics_table
 
 log = logging.getLogger(__name__)
 INIT_FROM = {"pretrain": None, "midtrain": "pretrain", "longmino": "midtrain"}
@@ -37,10 +37,6 @@ def run(ctx: StageContext) -> StageResult:
     summary = json.loads((ctx.output_dir / "train_summary.json").read_text())
     history = json.loads((ctx.output_dir / "loss_history.json").read_text())
     start = history["start_step"]
-    plot = line_plot({"loss": (list(range(start + 1, start + 1 + len(history["loss"]))), history["loss"])},
-                     ctx.output_dir / "loss_curve.png", f"{ctx.kind} loss", "step", "loss")
-    ctx.tracker.log_artifact(plot, "plots")
+    log_loss_curve(ctx, list(range(start + 1, start + 1 + len(history["loss"]))), history["loss"])
     metrics = {k: summary[k] for k in ("final_loss", "tokens_seen", "tokens_per_s", "wall_s")}
-    report = (f"### {ctx.name}\n\n| metric | value |\n|---|---|\n" +
-              "".join(f"| {k} | {v:.4g} |\n" for k, v in metrics.items()))
-    return StageResult(metrics=metrics, report_markdown=report)
+    return StageResult(metrics=metrics, report_markdown=metrics_table(ctx.name, metrics))
