@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment()
     parser = argparse.ArgumentParser(prog="olmo3-flow", description="The OLMo 3 model flow.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the model flow (Hydra overrides, e.g. preset=micro sft.lr=1e-4)")
+    run = sub.add_parser("run", help="run the model flow (Hydra overrides, e.g. preset=micro posttrain.instruct.sft.lr=1e-4)")
     run.add_argument("--dry-run", action="store_true", help="print the plan, fingerprints and cache status only")
     run.add_argument("overrides", nargs="*")
     lin = sub.add_parser("lineage", help="show where an artifact or exported model came from")
@@ -118,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
+    if extra and args.command != "lineage":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run":
         return _dry_run(args.overrides) if args.dry_run else _run(args.overrides)
     if args.command == "lineage":
-        return _lineage(args.target, args.json, args.overrides)
+        return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":
         return stack.main(args)
     return _trace(args.shard, args.offset)

@@ -10,9 +10,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
 from prefect.runtime import flow_run
 
 from olmo3_core.config import compose_config
+from olmo3_core.launch import terminate_running_jobs
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import checkpoint_eval_plan
 from olmo3_core.runner import Session, close_session, open_session
@@ -46,8 +48,14 @@ def run_session(session: Session) -> dict[str, str]:
         for name, spec in session.plan.stages.items():
             futures[name] = task.with_options(task_run_name=name).submit(
                 session, name, gate, wait_for=[futures[p] for p in spec.parents if p in futures])
+        wait(list(futures.values()))  # a failed stage does not cut the independent branches short
         manifests = {name: future.result() for name, future in futures.items()}
         ok = True
+    except Exception:
+        raise
+    except BaseException:  # cancelled (SIGTERM) or interrupted: no training job may outlive the flow
+        terminate_running_jobs()
+        raise
     finally:
         close_session(session, ok)
     create_markdown_artifact(markdown=summary_markdown(session.plan, manifests), key="model-flow-summary",

@@ -25,6 +25,20 @@ class JobFailed(RuntimeError):
     pass
 
 
+_RUNNING: set[subprocess.Popen] = set()  # jobs of this process, killed if the process is told to stop
+_RUNNING_LOCK = threading.Lock()
+
+
+def terminate_running_jobs() -> int:
+    """Kill every job this process launched and has not reaped. A flow that is cancelled or crashes
+    calls this: its jobs run in worker threads that would otherwise keep the process alive."""
+    with _RUNNING_LOCK:
+        jobs = list(_RUNNING)
+    for proc in jobs:
+        _kill_group(proc)
+    return len(jobs)
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to signal this process when its parent exits (no-op elsewhere)."""
     try:
@@ -96,6 +110,8 @@ def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, 
     log(f"launching: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True, preexec_fn=die_with_parent)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
     timed_out = threading.Event()
 
     def kill_group() -> None:
@@ -112,6 +128,8 @@ def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, 
         timer.cancel()
         if proc.poll() is None:
             _kill_group(proc)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
     if timed_out.is_set():
         raise JobFailed(f"{module} exceeded launch.timeout_s={launch.get('timeout_s')} and was killed")
     if proc.returncode != 0:

@@ -23,7 +23,7 @@ from olmo3_core.artifacts import ArtifactStore, now_iso
 from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
-from olmo3_core.secrets import redact
+from olmo3_core.secrets import redact, redact_overrides
 from olmo3_core.stages import InputArtifact, StageContext
 from olmo3_core.tracking import MlflowTracker
 
@@ -79,7 +79,7 @@ def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: 
     plan = plan or plan_for(cfg, store)
     client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
     experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"], cfg["tracking"]["artifact_location"])
-    run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(overrides or []), **(tags or {})}
+    run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(redact_overrides(overrides or [])), **(tags or {})}
     parent = mlflow_runs.start_flow_run(client, experiment, run_tags, cfg)
     return Session(cfg, plan, store, client, experiment, parent, tags or {})
 

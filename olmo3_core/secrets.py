@@ -17,3 +17,17 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+_INLINE_SECRET = re.compile(r"((?:^|[{,\s_])(?:secret|password|passwd|token|credentials?|key|apikey|key_id)\s*:\s*)[^,}\s]+", re.I)
+
+
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """Hydra override strings with credential values masked, whether set directly
+    (`+storage.storage_options.secret=...`) or inside a dict literal (`...={key: ..., secret: ...}`)."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        last = key.lstrip("+~").rsplit(".", 1)[-1]
+        out.append(f"{key}{sep}{REDACTED}" if sep and SECRET_KEY.search(last) else _INLINE_SECRET.sub(rf"\g<1>{REDACTED}", override))
+    return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,9 +23,13 @@ def conf_dir() -> Path:
 
 
 def _hydra_compose(overrides: Sequence[str]):
+    """Compose `conf/flow.yaml` on top of the registered schema, so every schema key (defaults
+    included) can be overridden without `+`, and types are checked as overrides are applied."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.errors import HydraException
 
+    ConfigStore.instance().store(name="flow_schema", node=FlowConfig)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             return compose(config_name="flow", overrides=list(overrides))
@@ -41,6 +46,18 @@ def _typed(raw) -> Any:
         key = getattr(exc, "full_key", None)
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"invalid config key {key!r}: {msg}" if key else f"invalid config: {msg}") from exc
+
+
+def _check_known_keys(node: dict[str, Any], schema: type, path: str) -> None:
+    """Every key must be a schema field (`+key=...` appends would otherwise let typos through);
+    free-form `Dict` fields (data, storage_options, mixtures) are checked by their own consumers."""
+    hints = typing.get_type_hints(schema)
+    for key, value in node.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in hints:
+            raise ConfigError(f"unknown config key {full!r}; {path or 'the top level'} has {sorted(hints)}")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            _check_known_keys(value, hints[key], full)
 
 
 def _check_ranges(obj: Any, path: str) -> None:
@@ -87,7 +104,9 @@ def _check_consistency(cfg: FlowConfig) -> None:
 
 def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Hydra overrides -> validated, fully resolved plain dict. Raises `ConfigError` naming the key."""
-    typed = _typed(_hydra_compose(overrides))
+    raw = _hydra_compose(overrides)
+    _check_known_keys(OmegaConf.to_container(raw), FlowConfig, "")
+    typed = _typed(raw)
     obj: FlowConfig = OmegaConf.to_object(typed)
     _check_ranges(obj, "")
     _check_consistency(obj)

@@ -13,7 +13,7 @@ def test_flow_artifacts_and_lineage_on_s3(s3_endpoint, s3_bucket, monkeypatch, c
     fs, bucket = s3_bucket
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     storage = [f"storage.root=s3://{bucket}/artifacts",
-               f"storage.storage_options={{client_kwargs:{{endpoint_url:'{s3_endpoint}'}}}}"]
+               f"+storage.storage_options.client_kwargs.endpoint_url={s3_endpoint}"]
     overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=4", "tracking.experiment=s3-flow",
                  f"tracking.artifact_location=s3://{bucket}/mlflow", *storage]
     uris = model_flow(overrides=overrides)

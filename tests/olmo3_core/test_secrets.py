@@ -1,4 +1,4 @@
-from olmo3_core.secrets import REDACTED, redact
+from olmo3_core.secrets import REDACTED, redact, redact_overrides
 from olmo3_core.tracking import flatten_params
 
 
@@ -13,3 +13,12 @@ def test_credentials_are_redacted_everywhere_but_ordinary_keys_survive():
     assert clean["storage_options"]["key"] == REDACTED
     assert clean["mixes"]["pretrain"]["tokens"] == 100 and clean["tokenizer"] == {"vocab_size": 1024}
     assert clean["max_new_tokens"] == 8
+
+
+def test_override_strings_are_redacted():
+    masked = redact_overrides(["+data.storage_options.secret=hunter2", "pretrain.lr=0.1",
+                               "storage.storage_options={key: AKIA1, secret: s3cr3t, client_kwargs: {endpoint_url: x}}",
+                               "data.tokenizer.vocab_size=1024"])
+    assert masked[0] == "+data.storage_options.secret=***" and masked[1] == "pretrain.lr=0.1"
+    assert "AKIA1" not in masked[2] and "s3cr3t" not in masked[2] and "endpoint_url: x" in masked[2]
+    assert masked[3] == "data.tokenizer.vocab_size=1024"

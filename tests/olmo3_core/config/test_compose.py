@@ -34,3 +34,10 @@ def test_bad_overrides_fail_naming_the_key(override, key):
 def test_branch_steps_must_be_ordered():
     with pytest.raises(ConfigError, match="posttrain.think.steps"):
         compose_config(["posttrain.think.steps=[dpo,sft]"])
+
+
+def test_every_schema_key_is_overridable_without_plus():
+    cfg = compose_config(["preset=micro", "pretrain.seed=11", "posttrain.think.dpo.loss_type=sigmoid_norm",
+                          "+storage.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000"])
+    assert cfg["pretrain"]["seed"] == 11 and cfg["posttrain"]["think"]["dpo"]["loss_type"] == "sigmoid_norm"
+    assert cfg["storage"]["storage_options"] == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
