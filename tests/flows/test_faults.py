@@ -64,8 +64,14 @@ def test_cancelled_flow_leaves_no_training_process(tmp_path):
     pattern = str(tmp_path / "home" / "artifacts" / "pretrain")
     _wait_for(lambda: _training_pids(pattern), 600, "the training job to start")
     flow.send_signal(signal.SIGTERM)  # what a worker does to a cancelled flow run's process
-    flow.wait(timeout=60)
-    _wait_for(lambda: not _training_pids(pattern), 30, "the training job to die with its flow")
+    try:
+        flow.wait(timeout=60)
+        _wait_for(lambda: not _training_pids(pattern), 30, "the training job to die with its flow")
+    finally:
+        try:  # Prefect's temporary API server of that CLI run lives in the same process group
+            os.killpg(flow.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_concurrent_flows_with_different_configs_do_not_clobber_each_other():
