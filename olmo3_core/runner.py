@@ -19,7 +19,7 @@ from typing import Any, Callable
 from mlflow.tracking import MlflowClient
 
 from olmo3_core import mlflow_runs
-from olmo3_core.artifacts import ArtifactStore, now_iso
+from olmo3_core.artifacts import WORK_DIR, ArtifactStore, now_iso
 from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
@@ -95,7 +95,8 @@ def _artifact_lock(store: ArtifactStore, kind: str, fingerprint: str):
     if not store.is_local:
         yield
         return
-    path = store.staging_dir(kind, fingerprint) / ".lock"
+    path = store.staging_dir(kind, fingerprint) / WORK_DIR / ".lock"  # work/ never enters the manifest
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

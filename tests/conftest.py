@@ -46,3 +46,15 @@ def s3_bucket(s3_endpoint):
     name = f"olmo3-{uuid.uuid4().hex[:8]}"
     fs.mkdir(name)
     return fs, name
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave no process behind: servers a test started (Prefect's temporary API server among them,
+    which Prefect only stops from an atexit hook) are ended with the session."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
