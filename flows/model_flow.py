@@ -18,7 +18,7 @@ from olmo3_core.launch import terminate_running_jobs
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import checkpoint_eval_plan
 from olmo3_core.runner import Session, close_session, open_session
-from tasks.stage import run_stage
+from olmo3_tasks.stage import run_stage
 
 logging.getLogger("olmo3_core").setLevel(logging.INFO)  # library logs reach the Prefect run logs
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from olmo3_core.home import project_home
-from olmo3_core.secrets import redact
+from olmo3_core.redaction import redact
 from olmo3_core.tracking import MlflowTracker
 
 DIGEST_LEN = 32  # MLflow caps dataset digests at 36 characters; the full hash goes in a tag

@@ -35,17 +35,17 @@ class StageKind:
 
 
 _TRAIN_CODE = ("train", "model", "launch.py")
-_POST_CODE = ("posttrain", "model", "chat.py", "launch.py")
+_POST_CODE = ("posttrain", "problems", "model", "chat.py", "launch.py")
 KINDS: dict[str, StageKind] = {
-    "data": StageKind("data", "data.stage:run", ("data", "chat.py", "evalsets.py", "posttrain/procedural")),
+    "data": StageKind("data", "data.stage:run", ("data", "chat.py", "problems")),
     "pretrain": StageKind("pretrain", "train.stage:run", _TRAIN_CODE),
     "midtrain": StageKind("midtrain", "train.stage:run", _TRAIN_CODE),
     "longmino": StageKind("longmino", "train.stage:run", _TRAIN_CODE),
     "sft": StageKind("sft", "posttrain.stage:run", _POST_CODE),
     "dpo": StageKind("dpo", "posttrain.stage:run", _POST_CODE),
     "rlvr": StageKind("rlvr", "posttrain.stage:run", _POST_CODE),
-    "eval": StageKind("eval", "evaluation.stage:run", ("evaluation", "posttrain/verifiers", "chat.py", "evalsets.py")),
-    "export": StageKind("export", "export:run", ("export.py", "chat.py")),
+    "eval": StageKind("eval", "evaluation.stage:run", ("evaluation", "problems", "chat.py")),
+    "export": StageKind("export", "export.stage:run", ("export", "chat.py", "lineage.py")),
 }
 
 

@@ -23,7 +23,7 @@ from olmo3_core.artifacts import WORK_DIR, ArtifactStore, now_iso
 from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
-from olmo3_core.secrets import redact, redact_overrides
+from olmo3_core.redaction import redact, redact_overrides
 from olmo3_core.stages import InputArtifact, StageContext
 from olmo3_core.tracking import MlflowTracker
 

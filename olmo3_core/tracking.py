@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from olmo3_core.secrets import redact
+from olmo3_core.redaction import redact
 
 ProgressHook = Callable[[int, int, str], None]
 

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from olmo3_core.data.config import SourceConfig
 from olmo3_core.data.documents import make_doc
-from olmo3_core.posttrain.procedural import math as procedural_math
+from olmo3_core.problems.procedural import math as procedural_math
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

@@ -17,7 +17,7 @@ import fsspec
 
 from olmo3_core.data.config import DecontamConfig
 from olmo3_core.data.processors import Processor
-from olmo3_core.evalsets import EvalSetUnavailable, eval_texts
+from olmo3_core.problems.evalsets import EvalSetUnavailable, eval_texts
 
 WORD = re.compile(r"\w+")
 log = logging.getLogger(__name__)

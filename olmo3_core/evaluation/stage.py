@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 from olmo3_core.chat import chat_template
-from olmo3_core.evalsets import EvalSetUnavailable, load_eval_set
+from olmo3_core.problems.evalsets import EvalSetUnavailable, load_eval_set
 from olmo3_core.evaluation.generate import Generator
 from olmo3_core.plots import bar_plot
-from olmo3_core.posttrain.procedural import math as procedural_math
-from olmo3_core.posttrain.verifiers import get_verifier
+from olmo3_core.problems.procedural import math as procedural_math
+from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)

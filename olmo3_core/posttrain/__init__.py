@@ -1,1 +1,1 @@
-"""Post-training: datasets, verifiers, sandbox and TRL trainers for the Instruct, Think and RL-Zero lines."""
+"""Post-training: Dolci-format datasets and the TRL jobs of the Instruct, Think and RL-Zero lines."""

@@ -19,7 +19,7 @@ PROCEDURAL = {"math": "math", "code": "code", "ifeval": "instructions"}
 def _procedural(kind: str, source: str, n: int, seed: int, style: str) -> list[dict[str, Any]]:
     if source not in PROCEDURAL:
         raise ValueError(f"unknown procedural set {source!r}; known: {sorted(PROCEDURAL)}")
-    module = importlib.import_module(f"olmo3_core.posttrain.procedural.{PROCEDURAL[source]}")
+    module = importlib.import_module(f"olmo3_core.problems.procedural.{PROCEDURAL[source]}")
     builder = getattr(module, BUILDERS[kind], None)
     if builder is None:
         raise ValueError(f"the procedural set {source!r} has no {kind} rows; use it in another stage or give files")
@@ -61,7 +61,7 @@ def build(kind: str, cfg: dict[str, Any], style: str, storage_options: dict[str,
 
 def _gsm8k_rl_rows(n: int) -> list[dict[str, Any]]:
     """GSM8K train prompts when a local copy exists; skipped (logged by the caller) when it does not."""
-    from olmo3_core.evalsets import EvalSetUnavailable, load_gsm8k
+    from olmo3_core.problems.evalsets import EvalSetUnavailable, load_gsm8k
 
     try:
         data = load_gsm8k("train", limit=n)

@@ -58,7 +58,7 @@ def reward_functions(rows: list[dict[str, Any]]) -> list[Callable]:
     """One reward function per verifier in the data, so TRL logs each verifier's reward separately.
 
     A function returns None for rows judged by another verifier (TRL ignores those)."""
-    from olmo3_core.posttrain.verifiers import get_verifier
+    from olmo3_core.problems.verifiers import get_verifier
 
     def make(name: str) -> Callable:
         verify = get_verifier(name)

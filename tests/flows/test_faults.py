@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.model_flow import model_flow
+from olmo3_flows.model_flow import model_flow
 from olmo3_core.home import default_storage_root, default_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def test_cancelled_flow_leaves_no_training_process(tmp_path):
     env = {**os.environ, "OLMO3_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_HOME", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "flows.cli", "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000"]
+    cmd = [sys.executable, "-m", "olmo3_cli.main", "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000"]
     flow = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     pattern = str(tmp_path / "home" / "artifacts" / "pretrain")

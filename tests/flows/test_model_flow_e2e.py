@@ -7,8 +7,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from flows.cli import main
-from flows.model_flow import model_flow
+from olmo3_cli.main import main
+from olmo3_flows.model_flow import model_flow
 from olmo3_core.artifacts import ArtifactStore
 from olmo3_core.home import default_storage_root, default_tracking_uri
 

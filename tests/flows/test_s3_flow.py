@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from flows.cli import main
-from flows.model_flow import model_flow
+from olmo3_cli.main import main
+from olmo3_flows.model_flow import model_flow
 
 pytestmark = pytest.mark.slow
 

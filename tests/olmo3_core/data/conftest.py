@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from olmo3_core.data.synthetic import english_doc, perturb
-from olmo3_core.evalsets import eval_texts
+from olmo3_core.problems.evalsets import eval_texts
 
 CONF = Path(__file__).resolve().parents[3] / "conf" / "data" / "default.yaml"
 FRENCH = ("Le petit village se trouve au bord de la rivière et les habitants travaillent dans les champs pendant "

@@ -12,7 +12,7 @@ from olmo3_core.data.decontam import Decontaminator, load_eval_items
 from olmo3_core.data.dedup import Deduplicator, Signer, content_hash
 from olmo3_core.data.mixing import EmptyMixError, SourceDocs, plan_mix
 from olmo3_core.data.synthetic import english_doc, perturb
-from olmo3_core.evalsets import eval_texts
+from olmo3_core.problems.evalsets import eval_texts
 
 
 def test_exact_and_near_duplicates_point_at_their_representative():
@@ -45,7 +45,7 @@ def test_benchmark_leaks_are_removed_and_templates_are_not():
     leak = eval_texts("humaneval", 10, 0)[2]
     attrs, reason = decon({"text": "Some intro text.\n" + leak + "\nMore text after."})
     assert reason == "decontam:humaneval" and attrs["ngrams"] > 10
-    from olmo3_core.posttrain.procedural.math import generate
+    from olmo3_core.problems.procedural.math import generate
 
     train = " ".join(f"Problem: {p.question} Solution: {p.solution}" for p in generate(200, 0))
     assert decon({"text": train})[1] is None  # same templates, different problems: not contamination
@@ -62,7 +62,7 @@ def test_mask_mode_replaces_matched_spans():
 
 def test_missing_gsm8k_is_skipped_with_a_note(monkeypatch, tmp_path):
     monkeypatch.setenv("OLMO3_GSM8K_DIR", str(tmp_path))
-    monkeypatch.setattr("olmo3_core.evalsets.gsm8k_dir", lambda: None)
+    monkeypatch.setattr("olmo3_core.problems.evalsets.gsm8k_dir", lambda: None)
     items, notes = load_eval_items(DecontamConfig(sets={"gsm8k_test": 10, "procedural_math": 5}), {})
     assert len(items) == 5 and "gsm8k_test skipped" in notes[0]
 

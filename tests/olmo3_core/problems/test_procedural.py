@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from olmo3_core.posttrain.procedural import code, instructions
-from olmo3_core.posttrain.verifiers import get_verifier
-from olmo3_core.posttrain.verifiers.code import verify_code
-from olmo3_core.posttrain.verifiers.ifeval import verify_instruction
+from olmo3_core.problems.procedural import code, instructions
+from olmo3_core.problems.verifiers import get_verifier
+from olmo3_core.problems.verifiers.code import verify_code
+from olmo3_core.problems.verifiers.ifeval import verify_instruction
 
 MODULES = [code, instructions]
 

@@ -1,4 +1,4 @@
-from olmo3_core.secrets import REDACTED, redact, redact_overrides
+from olmo3_core.redaction import REDACTED, redact, redact_overrides
 from olmo3_core.tracking import flatten_params
 
 

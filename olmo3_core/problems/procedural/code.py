@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from olmo3_core.posttrain.procedural import distinct
+from olmo3_core.problems.procedural import distinct
 
 WORDS = ["Fizz", "Buzz", "Ping", "Pong", "Zap", "Bop", "Tick", "Tock"]
 

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from flows import stack
+from olmo3_cli import stack
 from olmo3_core.home import configure_environment
 
 
@@ -44,7 +44,7 @@ def _compose(overrides: list[str]) -> dict:
 
 def _run(overrides: list[str]) -> int:
     _compose(overrides)  # fail on a bad config before Prefect starts anything
-    from flows.model_flow import model_flow
+    from olmo3_flows.model_flow import model_flow
     from olmo3_core.home import project_home
 
     started = time.time()

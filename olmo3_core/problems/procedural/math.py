@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from olmo3_core.posttrain.procedural import distinct
+from olmo3_core.problems.procedural import distinct
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ema", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lea"]
 ITEMS = ["apples", "books", "coins", "marbles", "pens", "stamps", "shells", "cards"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from olmo3_core.posttrain.sandbox import STATUSES, SandboxResult, run_untrusted
+from olmo3_core.problems.sandbox import STATUSES, SandboxResult, run_untrusted
 
 # Every program first prints its working directory, so the test can check it was removed.
 CWD = "import os\nprint(os.getcwd(), flush=True)\n"

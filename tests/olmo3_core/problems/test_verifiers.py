@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from olmo3_core.posttrain.verifiers import VERIFIERS, get_verifier
-from olmo3_core.posttrain.verifiers.code import extract_code, verify_code
-from olmo3_core.posttrain.verifiers.ifeval import CHECKS, verify_instruction
-from olmo3_core.posttrain.verifiers.math import extract_answer, verify_math
+from olmo3_core.problems.verifiers import VERIFIERS, get_verifier
+from olmo3_core.problems.verifiers.code import extract_code, verify_code
+from olmo3_core.problems.verifiers.ifeval import CHECKS, verify_instruction
+from olmo3_core.problems.verifiers.math import extract_answer, verify_math
 
 
 def test_registry():

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from olmo3_core.posttrain.verifiers.code import verify_code
-from olmo3_core.posttrain.verifiers.ifeval import verify_instruction
-from olmo3_core.posttrain.verifiers.math import verify_math
+from olmo3_core.problems.verifiers.code import verify_code
+from olmo3_core.problems.verifiers.ifeval import verify_instruction
+from olmo3_core.problems.verifiers.math import verify_math
 
 Verifier = Callable[[str, object], float]
 VERIFIERS: dict[str, Verifier] = {"math": verify_math, "code": verify_code, "ifeval": verify_instruction}

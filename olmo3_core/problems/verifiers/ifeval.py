@@ -11,7 +11,7 @@ import json
 import re
 from typing import Callable
 
-from olmo3_core.posttrain.verifiers.math import strip_reasoning
+from olmo3_core.problems.verifiers.math import strip_reasoning
 
 CHECKS: dict[str, Callable[..., bool]] = {}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows import stack
+from olmo3_cli import stack
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from flows.cli import main
+from olmo3_cli.main import main
 from olmo3_core.home import project_home
 
 

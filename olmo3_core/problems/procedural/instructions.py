@@ -11,8 +11,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from olmo3_core.posttrain.procedural import distinct
-from olmo3_core.posttrain.verifiers.ifeval import split_sentences, split_words
+from olmo3_core.problems.procedural import distinct
+from olmo3_core.problems.verifiers.ifeval import split_sentences, split_words
 
 TOPICS = ["the ocean", "coffee", "city parks", "bicycles", "the moon", "libraries", "rainy days", "gardening",
           "trains", "mountains", "honeybees", "chess", "bread baking", "winter", "lighthouses", "volcanoes",

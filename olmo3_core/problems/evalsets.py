@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from olmo3_core.posttrain.procedural import math as procedural_math
+from olmo3_core.problems.procedural import math as procedural_math
 
 log = logging.getLogger(__name__)
 GSM8K_ENV = "OLMO3_GSM8K_DIR"
@@ -26,7 +26,7 @@ def gsm8k_dir() -> Path | None:
     """`$OLMO3_GSM8K_DIR`, else `shared/data/gsm8k` beside the repository checkout, if present."""
     explicit = os.environ.get(GSM8K_ENV)
     candidates = [Path(explicit)] if explicit else []
-    repo_root = Path(__file__).resolve().parents[1]
+    repo_root = Path(__file__).resolve().parents[2]
     candidates += [repo_root.parent / "shared" / "data" / "gsm8k", repo_root / "shared" / "data" / "gsm8k"]
     return next((c for c in candidates if (c / "test.jsonl").exists()), None)
 

@@ -20,8 +20,8 @@ import math
 import re
 import secrets
 
-from olmo3_core.posttrain.sandbox import run_untrusted
-from olmo3_core.posttrain.verifiers.math import strip_reasoning
+from olmo3_core.problems.sandbox import run_untrusted
+from olmo3_core.problems.verifiers.math import strip_reasoning
 
 PLAIN_CHECK = "__olmo3_plain__"
 _FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)

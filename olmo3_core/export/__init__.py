@@ -1,0 +1,1 @@
+"""The export stage: a self-describing Hugging Face model directory (see `stage.py`)."""
