@@ -21,10 +21,10 @@ def _dry_run(overrides: list[str]) -> int:
     from olmo3_core.runner import make_store, plan_for
 
     cfg = _compose(overrides)
-    store = make_store(cfg)
+    store = make_store(cfg.storage)
     plan = plan_for(cfg, store)
-    print(f"model: {count_parameters(cfg['model']) / 1e9:.2f}B parameters "
-          f"({count_parameters(cfg['model']):,}); artifacts under {store.root}")
+    params = count_parameters(cfg.model)
+    print(f"model: {params / 1e9:.2f}B parameters ({params:,}); artifacts under {store.root}")
     print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")
     for name, spec in plan.stages.items():
         status = "cached" if store.load_manifest(spec.kind, spec.fingerprint) else "to run"
@@ -32,8 +32,9 @@ def _dry_run(overrides: list[str]) -> int:
     return 0
 
 
-def _compose(overrides: list[str]) -> dict:
-    from olmo3_core.config import ConfigError, compose_config
+def _compose(overrides: list[str]):
+    from olmo3_core.config.compose import compose_config
+    from olmo3_core.config.typed import ConfigError
 
     try:
         return compose_config(overrides)
@@ -64,7 +65,7 @@ def _lineage(target: str, as_json: bool, overrides: list[str]) -> int:
 
     from olmo3_core.lineage import LineageError, find_manifest, format_text, read_manifest, summarize, walk
 
-    options = _compose(overrides)["storage"]["storage_options"] if overrides else {}
+    options = _compose(overrides).storage.storage_options if overrides else {}
     try:
         if Path(target).exists():
             manifest = find_manifest(target)
@@ -86,7 +87,7 @@ def _artifact_of_run(run_id: str, overrides: list[str]) -> str:
     from olmo3_core.home import default_tracking_uri
     from olmo3_core.lineage import LineageError
 
-    uri = (_compose(overrides)["tracking"]["uri"] if overrides else None) or default_tracking_uri()
+    uri = (_compose(overrides).tracking.uri if overrides else None) or default_tracking_uri()
     try:
         tags = MlflowClient(tracking_uri=uri).get_run(run_id).data.tags
     except Exception as exc:  # MLflow raises its own exception types for unknown ids

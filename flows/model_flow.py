@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
 from prefect.runtime import flow_run
 
-from olmo3_core.config import compose_config
+from olmo3_core.config.compose import compose_config
 from olmo3_core.launch import terminate_running_jobs
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import checkpoint_eval_plan
@@ -36,12 +36,17 @@ def _flow_tags() -> dict[str, str]:
     return {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name)}
 
 
+def _open(cfg, overrides: list[str], plan=None) -> Session:
+    """The MLflow parent run is named after the Prefect flow run, so the two UIs name a run alike."""
+    return open_session(cfg, overrides, tags=_flow_tags(), plan=plan, run_name=str(flow_run.name))
+
+
 def run_session(session: Session) -> dict[str, str]:
     """Submit every stage of the session's plan as a task, parents first; return stage -> artifact URI."""
     cfg = session.cfg
-    get_run_logger().info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.parent_run_id)
-    gate = threading.Semaphore(cfg["orchestration"]["max_parallel_stages"])
-    task = run_stage.with_options(retries=cfg["orchestration"]["retries"], retry_delay_seconds=2)
+    get_run_logger().info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.tracking.parent_run_id)
+    gate = threading.Semaphore(cfg.orchestration.max_parallel_stages)
+    task = run_stage.with_options(retries=cfg.orchestration.retries, retry_delay_seconds=2)
     futures: dict[str, Any] = {}
     ok = False
     try:
@@ -67,8 +72,7 @@ def run_session(session: Session) -> dict[str, str]:
 def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
     """Run the model flow for Hydra `overrides` (e.g. ["preset=micro", "posttrain.instruct.sft.lr=1e-4"])."""
     overrides = list(overrides or [])
-    cfg = compose_config(overrides)
-    return run_session(open_session(cfg, overrides, tags=_flow_tags()))
+    return run_session(_open(compose_config(overrides), overrides))
 
 
 @flow(name="eval-checkpoint", log_prints=True)
@@ -76,5 +80,5 @@ def eval_checkpoint_flow(artifact_uri: str, overrides: list[str] | None = None) 
     """Evaluate any model artifact (pretrain ... rlvr) with the eval config of `overrides`."""
     overrides = list(overrides or [])
     cfg = compose_config(overrides)
-    plan = checkpoint_eval_plan(cfg, read_manifest(artifact_uri, cfg["storage"]["storage_options"]))
-    return run_session(open_session(cfg, overrides, tags=_flow_tags(), plan=plan))
+    plan = checkpoint_eval_plan(cfg, read_manifest(artifact_uri, cfg.storage.storage_options))
+    return run_session(_open(cfg, overrides, plan))

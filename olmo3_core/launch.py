@@ -6,7 +6,6 @@ updates. The job runs in its own process group with a wall-clock limit, and dies
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import re
 import signal
@@ -15,7 +14,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from olmo3_core.config.schema import LaunchConfig
+    from olmo3_core.stages.jobs import Job
 
 PROGRESS_PREFIX = "PROGRESS "
 PR_SET_PDEATHSIG = 1
@@ -80,14 +84,14 @@ def validate_hostfile(path: str) -> int:
     return slots
 
 
-def job_command(module: str, job_file: Path, launch: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+def job_command(module: str, job_file: Path, launch: LaunchConfig) -> tuple[list[str], dict[str, str]]:
     """The command (and extra environment) that runs `python -m module job_file` under the launcher."""
-    nprocs, port = int(launch.get("nprocs", 1)), free_port()
-    if launch.get("hostfile") or (nprocs > 1 and launch.get("launcher") == "deepspeed"):
+    nprocs, port = launch.nprocs, free_port()
+    if launch.hostfile or (nprocs > 1 and launch.launcher == "deepspeed"):
         cmd = ["deepspeed", "--master_port", str(port)]
-        if launch.get("hostfile"):
-            validate_hostfile(launch["hostfile"])
-            cmd += ["--hostfile", launch["hostfile"]]
+        if launch.hostfile:
+            validate_hostfile(launch.hostfile)
+            cmd += ["--hostfile", launch.hostfile]
         else:
             cmd += ["--num_gpus", str(nprocs)]
         return cmd + ["--module", module, str(job_file)], {}
@@ -99,13 +103,17 @@ def job_command(module: str, job_file: Path, launch: dict[str, Any]) -> tuple[li
     return [sys.executable, "-m", module, str(job_file)], env
 
 
-def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, Any],
+def run_job(module: ModuleType, job: Job, work_dir: Path, launch: LaunchConfig,
             log: Callable[[str], None], on_progress: Callable[[int, int, str], None] | None = None) -> None:
-    """Write `job` to `work_dir/job.json`, run `python -m module job.json` under the chosen launcher."""
+    """Write `job` to `work_dir/job.json`, run `python -m <module> job.json` under the chosen launcher.
+
+    `module` is the job's module object (not a name), so the stage's import graph, and with it the
+    stage's fingerprint, covers the code the job runs."""
     work_dir.mkdir(parents=True, exist_ok=True)
     job_file = work_dir / "job.json"
-    job_file.write_text(json.dumps(job, indent=2, default=str))
-    cmd, extra_env = job_command(module, job_file, launch)
+    job.write(job_file)
+    name = module.__name__
+    cmd, extra_env = job_command(name, job_file, launch)
     env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
     log(f"launching: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -118,7 +126,7 @@ def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, 
         timed_out.set()
         _kill_group(proc)
 
-    timer = threading.Timer(float(launch.get("timeout_s", 7200)), kill_group)
+    timer = threading.Timer(float(launch.timeout_s), kill_group)
     timer.start()
     try:
         for line in proc.stdout:
@@ -131,9 +139,9 @@ def run_job(module: str, job: dict[str, Any], work_dir: Path, launch: dict[str, 
         with _RUNNING_LOCK:
             _RUNNING.discard(proc)
     if timed_out.is_set():
-        raise JobFailed(f"{module} exceeded launch.timeout_s={launch.get('timeout_s')} and was killed")
+        raise JobFailed(f"{name} exceeded launch.timeout_s={launch.timeout_s} and was killed")
     if proc.returncode != 0:
-        raise JobFailed(f"{module} exited with code {proc.returncode}; see the log above")
+        raise JobFailed(f"{name} exited with code {proc.returncode}; see the log above")
 
 
 def _route(line: str, log: Callable[[str], None], on_progress) -> None:

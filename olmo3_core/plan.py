@@ -1,13 +1,15 @@
 """The flow as data: stage kinds, the stage graph a config implies, and each stage's fingerprint.
 
-Like Marin's executor, a stage is declared (kind, config, parents) and its output path is versioned
-by a hash of its config, its parents' fingerprints, the code that implements it and the key library
-versions, so the plan (and what is cached) is known before anything runs.
+Like Marin's executor, a stage is declared (kind, typed config, parents) and its output path is
+versioned by a hash of its config, its parents' fingerprints, the code that implements it and the key
+library versions, so the plan (and what is cached) is known before anything runs. The code part is
+the source of every `olmo3_core` module the kind's entry point can import (the static import graph,
+`import_closure`), so no hand-kept list can miss a file.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
-import importlib
 import importlib.metadata
 import json
 from dataclasses import dataclass, field
@@ -15,7 +17,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from olmo3_core.config.schema import (DPOStageConfig, EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig,
+                                      RLVRStageConfig, SFTStageConfig, TrainStageConfig)
+from olmo3_core.config.typed import from_dict, to_dict
+from olmo3_core.data import stage as data_stage
+from olmo3_core.data.config import DataConfig
+from olmo3_core.evaluation import stage as eval_stage
+from olmo3_core.export import stage as export_stage
+from olmo3_core.inputs import FileIdentity, identify_all
+from olmo3_core.kinds import BASE_TRAINING, STAGE_KINDS, init_from
+from olmo3_core.launch import validate_hostfile
+from olmo3_core.posttrain import stage as posttrain_stage
+from olmo3_core.problems.evalsets import local_files
+from olmo3_core.train import stage as train_stage
 
+PACKAGE = "olmo3_core"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 KEY_LIBRARIES = ("torch", "transformers", "trl", "deepspeed", "tokenizers")
 # Keys that say where or how work runs, not what it produces: kept out of fingerprints, so moving
@@ -26,27 +42,21 @@ EXECUTION_KEYS = frozenset({"storage_options", "workers", "executor"})
 @dataclass(frozen=True)
 class StageKind:
     name: str
-    entrypoint: str  # "module:function" taking a StageContext
-    code: tuple[str, ...]  # paths under olmo3_core/ whose source is hashed into fingerprints
-
-    def load(self) -> Callable:
-        module, func = self.entrypoint.split(":")
-        return getattr(importlib.import_module(f"olmo3_core.{module}"), func)
+    entrypoint: Callable  # run(ctx: StageContext) -> StageResult
+    config_type: type  # the typed config this kind's stages are given
 
 
-_TRAIN_CODE = ("train", "model", "launch.py")
-_POST_CODE = ("posttrain", "problems", "model", "chat.py", "launch.py")
-KINDS: dict[str, StageKind] = {
-    "data": StageKind("data", "data.stage:run", ("data", "chat.py", "problems")),
-    "pretrain": StageKind("pretrain", "train.stage:run", _TRAIN_CODE),
-    "midtrain": StageKind("midtrain", "train.stage:run", _TRAIN_CODE),
-    "longmino": StageKind("longmino", "train.stage:run", _TRAIN_CODE),
-    "sft": StageKind("sft", "posttrain.stage:run", _POST_CODE),
-    "dpo": StageKind("dpo", "posttrain.stage:run", _POST_CODE),
-    "rlvr": StageKind("rlvr", "posttrain.stage:run", _POST_CODE),
-    "eval": StageKind("eval", "evaluation.stage:run", ("evaluation", "problems", "chat.py")),
-    "export": StageKind("export", "export.stage:run", ("export", "chat.py", "lineage.py")),
-}
+KINDS: dict[str, StageKind] = {k.name: k for k in (
+    StageKind("data", data_stage.run, DataConfig),
+    *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING),
+    StageKind("sft", posttrain_stage.run, SFTStageConfig),
+    StageKind("dpo", posttrain_stage.run, DPOStageConfig),
+    StageKind("rlvr", posttrain_stage.run, RLVRStageConfig),
+    StageKind("eval", eval_stage.run, EvalStageConfig),
+    StageKind("export", export_stage.run, ExportStageConfig),
+)}
+if tuple(KINDS) != STAGE_KINDS:
+    raise ImportError(f"plan.KINDS {tuple(KINDS)} does not follow olmo3_core.kinds.STAGE_KINDS {STAGE_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -54,9 +64,10 @@ class StageSpec:
     name: str  # unique in the plan: "pretrain", "instruct/sft", "base/eval", ...
     kind: str
     line: str  # "base" or a post-training branch
-    config: dict[str, Any]
+    config: Any  # an instance of KINDS[kind].config_type
     parents: tuple[str, ...]
     fingerprint: str = ""
+    files: tuple[FileIdentity, ...] = ()  # files it reads from outside the store, by content
 
 
 @dataclass
@@ -65,19 +76,19 @@ class Plan:
 
     pinned: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage name -> manifest it is forked from
 
-    def add(self, name: str, kind: str, line: str, config: dict[str, Any], parents: tuple[str, ...]) -> str:
+    def add(self, name: str, kind: str, line: str, config: Any, parents: tuple[str, ...],
+            files: tuple[FileIdentity, ...] = ()) -> str:
         if name in self.pinned:  # forked: reuse the existing artifact, drop what was upstream of it
             return self.pin(self.pinned[name])
         upstream = {p: self.stages[p].fingerprint for p in parents}
-        fp = fingerprint(kind, config, upstream)
-        self.stages[name] = StageSpec(name, kind, line, config, parents, fp)
+        self.stages[name] = StageSpec(name, kind, line, config, parents, fingerprint(kind, config, upstream, files), files)
         return name
 
     def pin(self, manifest: dict[str, Any]) -> str:
         """An existing artifact as a stage of this plan: its fingerprint is taken, not computed."""
-        name = manifest["stage"]
-        self.stages[name] = StageSpec(name, manifest["kind"], manifest.get("line", "base"), manifest["config"], (),
-                                      manifest["fingerprint"])
+        name, kind = manifest["stage"], manifest["kind"]
+        config = from_dict(KINDS[kind].config_type, manifest["config"], f"config of artifact {manifest.get('uri', name)}")
+        self.stages[name] = StageSpec(name, kind, manifest.get("line", "base"), config, (), manifest["fingerprint"])
         return name
 
     def ancestors(self, name: str) -> set[str]:
@@ -101,16 +112,60 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _module_path(module: str) -> Path | None:
+    """The source file of an `olmo3_core` module or package, None if there is none."""
+    rel = Path(*module.split(".")[1:])
+    for candidate in (PACKAGE_ROOT / rel / "__init__.py", (PACKAGE_ROOT / rel).with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(module: str, path: Path) -> set[str]:
+    """The `olmo3_core` modules that `module`'s source imports anywhere (function-level imports too)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import submodule`
+    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+
+
+@lru_cache(maxsize=None)
+def import_closure(module: str) -> tuple[Path, ...]:
+    """Every `olmo3_core` source file that importing `module` can execute: the transitive closure of
+    its imports, with the `__init__.py` of every package on the way."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too
+            prefix = ".".join(parts[:i])
+            if prefix in seen:
+                continue
+            path = _module_path(prefix)
+            if path is None:  # `from pkg import name` where name is not a module
+                continue
+            seen[prefix] = path
+            todo.extend(_imported(prefix, path))
+    return tuple(sorted(seen.values()))
+
+
 @lru_cache(maxsize=None)
 def code_digest(kind: str) -> str:
-    """Hash of the source files implementing a stage kind: a code change reruns what it touches."""
+    """Hash of every source file the kind's entry point can import: a code change reruns what it touches."""
     digest = hashlib.sha256()
-    for rel in KINDS[kind].code:
-        target = PACKAGE_ROOT / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for path in files:
-            digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in import_closure(KINDS[kind].entrypoint.__module__):
+        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -128,56 +183,82 @@ def result_config(obj: Any) -> Any:
     return obj
 
 
-def fingerprint(kind: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
-    payload = {"kind": kind, "config": result_config(config), "upstream": upstream, "code": code_digest(kind), "libs": library_versions()}
+def fingerprint(kind: str, config: Any, upstream: dict[str, str], files: tuple[FileIdentity, ...] = ()) -> str:
+    payload = {"kind": kind, "config": result_config(to_dict(config)), "upstream": upstream, "code": code_digest(kind),
+               "libs": library_versions(), "files": [(f.uri, f.bytes, f.digest) for f in files]}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def build_plan(cfg: dict[str, Any], fork_from: dict[str, Any] | None = None) -> Plan:
-    """The full stage graph for a validated flow config, restricted to `cfg["stages"]`.
+def _eval_files(names: list[str], source: str) -> list[FileIdentity]:
+    return [f for name in names for f in identify_all(local_files(name), {}, f"{source}:{name}")]
+
+
+def data_files(data: DataConfig) -> tuple[FileIdentity, ...]:
+    """Every file the data stage reads: source files and globs, decontamination files and eval copies."""
+    files = [f for name, src in data.sources.items() if src.kind in ("files", "pdf")
+             for f in identify_all(src.paths, {**data.storage_options, **src.storage_options}, name)]
+    files += identify_all(data.decontam.files, data.storage_options, "decontam")
+    files += _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam")
+    return tuple(files)
+
+
+def world_size(launch: LaunchConfig) -> int:
+    """Processes of a base-training job: the hostfile's slots, else `nprocs`."""
+    return validate_hostfile(launch.hostfile) if launch.hostfile else launch.nprocs
+
+
+def build_plan(cfg: FlowConfig, fork_from: dict[str, Any] | None = None) -> Plan:
+    """The full stage graph for a validated flow config, restricted to `cfg.stages`.
 
     `fork_from` (a manifest) pins that stage to an existing artifact: the plan continues from it
     ("fork at any stage") and what was upstream of it is not rebuilt.
     """
     if not fork_from:
-        return _graph(cfg, Plan()).select(cfg["stages"])
+        return _graph(cfg, Plan()).select(cfg.stages)
     full = _graph(cfg, Plan())
     if fork_from["stage"] not in full.stages:
         raise ValueError(f"cannot fork from {fork_from['stage']!r}: this flow's graph has {list(full.stages)}")
     forked = _graph(cfg, Plan(pinned={fork_from["stage"]: fork_from}))
-    return forked.select(cfg["stages"], superseded=full.ancestors(fork_from["stage"]))
+    return forked.select(cfg.stages, superseded=full.ancestors(fork_from["stage"]))
 
 
-def _graph(cfg: dict[str, Any], plan: Plan) -> Plan:
-    world = {"nprocs": cfg["launch"]["nprocs"]}
-    plan.add("data", "data", "base", cfg["data"], ())
-    previous = "data"
-    for kind in ("pretrain", "midtrain", "longmino"):
-        config = {"train": cfg[kind], "model": cfg["model"], "launch": world}
-        previous = plan.add(kind, kind, "base", config, ("data",) if kind == "pretrain" else ("data", previous))
-    base_eval = plan.add("base/eval", "eval", "base", {"eval": cfg["eval"], "template": None}, ("longmino",))
-    plan.add("base/export", "export", "base", _export_config(cfg, "base", None), ("longmino", base_eval))
-    for branch in cfg["posttrain"]["branches"]:
-        spec = cfg["posttrain"][branch]
-        model = "longmino"
-        steps = []
-        for step in spec["steps"]:
-            config = {step: spec[step], "template": spec["template"], "model": cfg["model"]}
-            model = plan.add(f"{branch}/{step}", step, branch, config, (model,))
+def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
+    plan.add("data", "data", "base", cfg.data, (), data_files(cfg.data))
+    for kind in BASE_TRAINING:
+        config = TrainStageConfig(train=getattr(cfg, kind), model=cfg.model, world_size=world_size(cfg.launch))
+        upstream = init_from(kind)
+        plan.add(kind, kind, "base", config, ("data", upstream) if upstream else ("data",))
+    base_model = BASE_TRAINING[-1]
+    eval_files = tuple(_eval_files([s for s, n in cfg.eval.sets.items() if n > 0], "eval"))
+    base_eval = plan.add("base/eval", "eval", "base", EvalStageConfig(eval=cfg.eval, template=None), (base_model,),
+                         eval_files)
+    plan.add("base/export", "export", "base", _export_config(cfg, "base", None), (base_model, base_eval))
+    for branch in cfg.posttrain.branches:
+        spec = getattr(cfg.posttrain, branch)
+        model, steps = base_model, []
+        for step in spec.steps:
+            step_cfg = getattr(spec, step)
+            config = KINDS[step].config_type(step=step_cfg, template=spec.template)
+            files = identify_all(step_cfg.files, cfg.storage.storage_options, "files")
+            if step == "rlvr" and step_cfg.gsm8k_train:
+                files += _eval_files(["gsm8k_train"], step)
+            model = plan.add(f"{branch}/{step}", step, branch, config, (model,), tuple(files))
             steps.append(model)
-        evaluation = plan.add(f"{branch}/eval", "eval", branch, {"eval": cfg["eval"], "template": spec["template"]}, (*steps, base_eval))
-        plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec["template"]), (model, evaluation))
+        evaluation = plan.add(f"{branch}/eval", "eval", branch, EvalStageConfig(eval=cfg.eval, template=spec.template),
+                              (*steps, base_eval), eval_files)
+        plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec.template), (model, evaluation))
     return plan
 
 
-def checkpoint_eval_plan(cfg: dict[str, Any], manifest: dict[str, Any]) -> Plan:
+def checkpoint_eval_plan(cfg: FlowConfig, manifest: dict[str, Any]) -> Plan:
     """Evaluate one existing model artifact of any stage with the flow's eval config."""
     plan = Plan()
     name = plan.pin(manifest)
-    template = manifest["config"].get("template")
-    plan.add(f"{name}/eval", "eval", manifest.get("line", "base"), {"eval": cfg["eval"], "template": template}, (name,))
+    template = getattr(plan.stages[name].config, "template", None)
+    plan.add(f"{name}/eval", "eval", manifest.get("line", "base"), EvalStageConfig(eval=cfg.eval, template=template), (name,),
+             tuple(_eval_files([s for s, n in cfg.eval.sets.items() if n > 0], "eval")))
     return plan
 
 
-def _export_config(cfg: dict[str, Any], line: str, template: str | None) -> dict[str, Any]:
-    return {"line": line, "template": template, "registered_model": f"{cfg['tracking']['registered_model_prefix']}-{line}"}
+def _export_config(cfg: FlowConfig, line: str, template: str | None) -> ExportStageConfig:
+    return ExportStageConfig(line=line, template=template, registered_model=f"{cfg.tracking.registered_model_prefix}-{line}")

@@ -3,7 +3,8 @@
 For any stage: return early on a complete artifact (cache hit), materialize and verify the upstream
 artifacts, open an MLflow child run, call the stage function, publish the artifact with its manifest
 written last. Prefect's task (tasks/stage.py) is a thin wrapper around `execute_stage`; without
-Prefect, `run_plan` executes the same stages in order.
+Prefect, `run_plan` executes the same stages in order. All MLflow calls go through
+`olmo3_core.tracking.FlowTracking`.
 """
 from __future__ import annotations
 
@@ -14,21 +15,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from mlflow.tracking import MlflowClient
-
-from olmo3_core import mlflow_runs
 from olmo3_core.artifacts import WORK_DIR, ArtifactStore, now_iso
-from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir
+from olmo3_core.config.schema import FlowConfig, StorageConfig
+from olmo3_core.config.typed import from_dict, to_dict
+from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir, project_home
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
 from olmo3_core.redaction import redact, redact_overrides
 from olmo3_core.stages import InputArtifact, StageContext
-from olmo3_core.tracking import MlflowTracker
+from olmo3_core.stages.context import Execution, ProgressHook, no_progress
+from olmo3_core.tracking import FlowTracking
 
 log = logging.getLogger(__name__)
-ProgressHook = Callable[[int, int, str], None]
 
 
 def git_commit() -> str:
@@ -41,52 +41,49 @@ def git_commit() -> str:
         return "unknown"
 
 
-def make_store(cfg: dict[str, Any]) -> ArtifactStore:
-    storage = cfg["storage"]
-    return ArtifactStore(storage["root"] or default_storage_root(), storage["storage_options"], local_cache_dir())
+def make_store(storage: StorageConfig) -> ArtifactStore:
+    return ArtifactStore(storage.root or default_storage_root(), storage.storage_options, local_cache_dir())
 
 
 @dataclass
 class Session:
-    """One flow run: its config, plan, store, and the MLflow parent run everything hangs under."""
+    """One flow run: its config, plan, store, and the MLflow runs everything hangs under."""
 
-    cfg: dict[str, Any]
+    cfg: FlowConfig
     plan: Plan
     store: ArtifactStore
-    client: MlflowClient
-    experiment_id: str
-    parent_run_id: str | None
+    tracking: FlowTracking
+    execution: Execution
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def forked_artifact(cfg: dict[str, Any], store: ArtifactStore, uri: str) -> dict[str, Any]:
+def forked_artifact(cfg: FlowConfig, store: ArtifactStore, uri: str) -> dict[str, Any]:
     """The manifest of an artifact to continue from; it must be complete and in this flow's store."""
-    manifest = read_manifest(uri, cfg["storage"]["storage_options"])
+    manifest = read_manifest(uri, cfg.storage.storage_options)
     if store.load_manifest(manifest["kind"], manifest["fingerprint"]) is None:
         raise ValueError(f"fork_from={uri} is not a complete artifact under storage.root={store.root}")
     return manifest
 
 
-def plan_for(cfg: dict[str, Any], store: ArtifactStore) -> Plan:
+def plan_for(cfg: FlowConfig, store: ArtifactStore) -> Plan:
     """The config's plan, continuing from `fork_from` when it names an artifact."""
-    return build_plan(cfg, forked_artifact(cfg, store, cfg["fork_from"]) if cfg["fork_from"] else None)
+    return build_plan(cfg, forked_artifact(cfg, store, cfg.fork_from) if cfg.fork_from else None)
 
 
-def open_session(cfg: dict[str, Any], overrides: list[str] | None = None, tags: dict[str, str] | None = None,
-                 plan: Plan | None = None) -> Session:
+def open_session(cfg: FlowConfig, overrides: list[str] | None = None, tags: dict[str, str] | None = None,
+                 plan: Plan | None = None, run_name: str = "model-flow") -> Session:
     """Start a flow run: MLflow parent run, artifact store and the plan (from the config unless given)."""
-    store = make_store(cfg)
+    store = make_store(cfg.storage)
     plan = plan or plan_for(cfg, store)
-    client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
-    experiment = mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"], cfg["tracking"]["artifact_location"])
     run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(redact_overrides(overrides or [])), **(tags or {})}
-    parent = mlflow_runs.start_flow_run(client, experiment, run_tags, cfg)
-    return Session(cfg, plan, store, client, experiment, parent, tags or {})
+    tracking = FlowTracking(cfg.tracking.uri or default_tracking_uri(), cfg.tracking.experiment,
+                            cfg.tracking.artifact_location, (project_home() / "mlartifacts").as_uri(), run_tags,
+                            to_dict(cfg), run_name)
+    return Session(cfg, plan, store, tracking, Execution(cfg.launch, cfg.storage.storage_options), tags or {})
 
 
 def close_session(session: Session, ok: bool) -> None:
-    if session.parent_run_id:
-        mlflow_runs.end_run(session.client, session.parent_run_id, ok)
+    session.tracking.close(ok)
 
 
 @contextmanager
@@ -116,7 +113,7 @@ def _upstream(session: Session, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def execute_stage(session: Session, name: str, on_progress: ProgressHook | None = None,
+def execute_stage(session: Session, name: str, progress: ProgressHook = no_progress,
                   prefect_flow_run_id: str | None = None) -> dict[str, Any]:
     """Run one stage unless its artifact is complete; return its manifest."""
     spec, store = session.plan.stages[name], session.store
@@ -125,13 +122,9 @@ def execute_stage(session: Session, name: str, on_progress: ProgressHook | None 
         with _artifact_lock(store, spec.kind, spec.fingerprint):
             cached = store.load_manifest(spec.kind, spec.fingerprint)
             if cached is None:
-                return _run(session, name, on_progress, prefect_flow_run_id)
+                return _run(session, name, progress, prefect_flow_run_id)
     log.info("%s: cache hit %s (built by MLflow run %s)", name, cached["uri"], cached.get("mlflow", {}).get("run_id"))
-    run_id = mlflow_runs.start_stage_run(session.client, session.experiment_id, session.parent_run_id, spec,
-                                         _links(cached.get("upstream", [])),
-                                         {"cache_hit": "true", "source_run_id": str(cached.get("mlflow", {}).get("run_id")),
-                                          "artifact_uri": cached["uri"], **session.tags})
-    mlflow_runs.end_run(session.client, run_id, ok=True)
+    session.tracking.record_cache_hit(spec, to_dict(spec.config), cached, session.tags)
     return cached
 
 
@@ -139,45 +132,51 @@ def _links(upstream: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: u[k] for k in ("stage", "kind", "fingerprint", "uri")} for u in upstream]
 
 
-def _run(session: Session, name: str, on_progress: ProgressHook | None, prefect_flow_run_id: str | None) -> dict[str, Any]:
+def _input(store: ArtifactStore, manifest: dict[str, Any]) -> InputArtifact:
+    """An upstream artifact as its consumer sees it: a verified local copy and its typed config."""
+    config = from_dict(KINDS[manifest["kind"]].config_type, manifest["config"], f"config in {manifest['uri']}")
+    return InputArtifact(manifest["stage"], manifest["kind"], manifest["fingerprint"], manifest["uri"],
+                         store.materialize(manifest), config, manifest)
+
+
+def _run(session: Session, name: str, progress: ProgressHook, prefect_flow_run_id: str | None) -> dict[str, Any]:
     spec, store = session.plan.stages[name], session.store
     upstream = _upstream(session, name)
-    inputs = {m["kind"]: InputArtifact(m["stage"], m["kind"], m["fingerprint"], m["uri"], store.materialize(m), m)
-              for m in upstream}
-    run_id = mlflow_runs.start_stage_run(session.client, session.experiment_id, session.parent_run_id, spec,
-                                         _links(upstream), {"artifact_uri": store.uri(spec.kind, spec.fingerprint),
-                                                            **session.tags})
-    tracker = MlflowTracker(session.client.tracking_uri, run_id, on_progress)
+    inputs = {m["kind"]: _input(store, m) for m in upstream}
+    config = to_dict(spec.config)
+    tracker = session.tracking.start_stage(spec, config, _links(upstream),
+                                           {"artifact_uri": store.uri(spec.kind, spec.fingerprint), **session.tags})
     ctx = StageContext(name=name, kind=spec.kind, config=spec.config, inputs=inputs,
-                       output_dir=store.staging_dir(spec.kind, spec.fingerprint), tracker=tracker,
-                       global_config=session.cfg, fingerprint=spec.fingerprint, uri=store.uri(spec.kind, spec.fingerprint))
+                       output_dir=store.staging_dir(spec.kind, spec.fingerprint), tracker=tracker, progress=progress,
+                       execution=session.execution, files=spec.files, fingerprint=spec.fingerprint,
+                       uri=store.uri(spec.kind, spec.fingerprint))
     started = time.time()
     log.info("%s: running (fingerprint %s)", name, spec.fingerprint[:12])
     try:
-        result = KINDS[spec.kind].load()(ctx)
+        result = KINDS[spec.kind].entrypoint(ctx)
         if result.raw_inputs:
-            mlflow_runs.log_raw_inputs(session.client, run_id, result.raw_inputs)
+            session.tracking.log_raw_inputs(tracker.run_id, result.raw_inputs)
         tracker.log_metrics({**result.metrics, "stage_wall_s": time.time() - started})
         manifest = store.publish(spec.kind, spec.fingerprint, ctx.output_dir, {
             "stage": name, "kind": spec.kind, "line": spec.line, "fingerprint": spec.fingerprint,
-            "config": redact(spec.config), "upstream": _links(upstream), "raw_inputs": result.raw_inputs,
+            "config": redact(config), "upstream": _links(upstream), "raw_inputs": result.raw_inputs,
             "metrics": result.metrics, "report_markdown": result.report_markdown,
-            "mlflow": {"run_id": run_id, "experiment_id": session.experiment_id},
+            "mlflow": {"run_id": tracker.run_id, "experiment_id": session.tracking.experiment_id},
             "prefect_flow_run_id": prefect_flow_run_id, "git_commit": git_commit(), "created_at": now_iso(),
             "code_digest": code_digest(spec.kind), "libraries": library_versions(),
         })
         tracker.log_dict(manifest, "artifact.json")
         if result.report_markdown:
-            session.client.log_text(run_id, result.report_markdown, "report.md")
+            tracker.log_text(result.report_markdown, "report.md")
     except BaseException:
-        mlflow_runs.end_run(session.client, run_id, ok=False)
+        tracker.end(ok=False)
         raise
-    mlflow_runs.end_run(session.client, run_id, ok=True)
+    tracker.end(ok=True)
     log.info("%s: done in %.1fs -> %s", name, time.time() - started, manifest["uri"])
     return manifest
 
 
-def run_plan(cfg: dict[str, Any], overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+def run_plan(cfg: FlowConfig, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every stage of the plan in order, without Prefect (library and notebook use)."""
     session = open_session(cfg, overrides)
     manifests, ok = {}, False

@@ -1,21 +1,29 @@
-"""Experiment tracking as the library sees it: a small protocol, an MLflow implementation, a null one.
+"""Experiment tracking: the one seam between the library and MLflow.
+
+- `Tracker` is what a stage logs through (`MlflowTracker` for one MLflow run, `NullTracker` without).
+- `FlowTracking` is what the runner talks to: one experiment per flow, a parent run per flow run, a
+  child run per stage with its resolved config as params, its upstream artifacts (or raw data files)
+  as inputs and tags that tie it to its fingerprint and artifact; cache hits get a run of their own
+  that points at the run that built the artifact.
 
 Run ids are always explicit (MLflow's "active run" is thread-local and Prefect runs tasks in threads),
 so a stage running in a worker thread or a training subprocess logs to exactly the run it was given.
+Progress reporting is not tracking: it reaches a stage as `StageContext.progress`.
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from olmo3_core.redaction import redact
 
-ProgressHook = Callable[[int, int, str], None]
+DIGEST_LEN = 32  # MLflow caps dataset digests at 36 characters; the full hash goes in a tag
 
 
 class Tracker(Protocol):
+    tracking_uri: str | None
     run_id: str | None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -23,18 +31,18 @@ class Tracker(Protocol):
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_dict(self, obj: Any, name: str) -> None: ...
-    def progress(self, done: int, total: int, desc: str = "") -> None: ...
+    def log_text(self, text: str, name: str) -> None: ...
     def register_model(self, name: str, model_dir: Path) -> str | None: ...
 
 
 class NullTracker:
-    """Tracker for library use without MLflow (unit tests, notebooks)."""
+    """Tracker for library use without MLflow (unit tests, notebooks); keeps metrics in memory."""
 
+    tracking_uri = None
     run_id = None
 
-    def __init__(self, on_progress: ProgressHook | None = None):
+    def __init__(self):
         self.metrics: list[tuple[str, float, int | None]] = []
-        self._on_progress = on_progress
 
     def log_metrics(self, metrics, step=None):
         self.metrics.extend((k, float(v), step) for k, v in metrics.items())
@@ -51,9 +59,8 @@ class NullTracker:
     def log_dict(self, obj, name):
         pass
 
-    def progress(self, done, total, desc=""):
-        if self._on_progress:
-            self._on_progress(done, total, desc)
+    def log_text(self, text, name):
+        pass
 
     def register_model(self, name, model_dir):
         return None
@@ -77,13 +84,12 @@ def flatten_params(params: dict[str, Any]) -> dict[str, str]:
 class MlflowTracker:
     """Logs to one explicit MLflow run through `MlflowClient` (thread- and process-safe)."""
 
-    def __init__(self, tracking_uri: str, run_id: str, on_progress: ProgressHook | None = None):
+    def __init__(self, tracking_uri: str, run_id: str):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self._on_progress = on_progress
 
     def log_metrics(self, metrics, step=None):
         from mlflow.entities import Metric
@@ -115,9 +121,8 @@ class MlflowTracker:
     def log_dict(self, obj, name):
         self.client.log_dict(self.run_id, redact(obj), name)
 
-    def progress(self, done, total, desc=""):
-        if self._on_progress:
-            self._on_progress(done, total, desc)
+    def log_text(self, text, name):
+        self.client.log_text(self.run_id, text, name)
 
     def register_model(self, name, model_dir):
         """Log the model directory to this run and register it: the version's source run is the lineage."""
@@ -131,3 +136,75 @@ class MlflowTracker:
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
         version = self.client.create_model_version(name, source, run_id=self.run_id)
         return version.version
+
+    def end(self, ok: bool) -> None:
+        from mlflow.entities import RunStatus
+
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def _dataset(name: str, digest: str, source: str, source_type: str, context: str):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest[:DIGEST_LEN], source_type=source_type, source=json.dumps({"uri": source}))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context), InputTag("sha256", digest)])
+
+
+class FlowTracking:
+    """MLflow for one flow run: the experiment, the parent run, and a child run per stage."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None, default_artifacts: str,
+                 tags: dict[str, str], config: dict[str, Any], run_name: str):
+        """`default_artifacts`: where a new experiment keeps run artifacts when no location is configured
+        and there is no tracking server (MLflow would otherwise use ./mlruns of the current directory)."""
+        from mlflow.tracking import MlflowClient
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing:
+            self.experiment_id = existing.experiment_id
+        else:
+            if artifact_location is None and not tracking_uri.startswith("http"):
+                artifact_location = default_artifacts
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        run = self.client.create_run(self.experiment_id, tags={MLFLOW_RUN_NAME: run_name, **tags})
+        self.parent_run_id = run.info.run_id
+        self.client.log_dict(self.parent_run_id, redact(config), "config.json")
+
+    def run_link(self, run_id: str) -> str | None:
+        """A clickable MLflow UI address when tracking goes through a server; None for a local store."""
+        if self.tracking_uri.startswith("http"):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return None
+
+    def start_stage(self, spec, config: dict[str, Any], upstream: list[dict[str, Any]], tags: dict[str, str]) -> MlflowTracker:
+        """A child run for one stage: its config as params, its upstream artifacts as inputs."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        run_tags = {MLFLOW_RUN_NAME: spec.name, MLFLOW_PARENT_RUN_ID: self.parent_run_id, "stage": spec.name,
+                    "kind": spec.kind, "line": spec.line, "fingerprint": spec.fingerprint,
+                    "upstream_fingerprints": ",".join(u["fingerprint"] for u in upstream), **tags}
+        tracker = MlflowTracker(self.tracking_uri, self.client.create_run(self.experiment_id, tags=run_tags).info.run_id)
+        tracker.log_params(config)
+        inputs = [_dataset(u["stage"], u["fingerprint"], u["uri"], "olmo3-artifact", "upstream") for u in upstream]
+        if inputs:
+            self.client.log_inputs(tracker.run_id, datasets=inputs)
+        return tracker
+
+    def record_cache_hit(self, spec, config: dict[str, Any], manifest: dict[str, Any], tags: dict[str, str]) -> None:
+        """A finished run saying this flow reused the artifact, and which run built it."""
+        tracker = self.start_stage(spec, config, manifest.get("upstream", []),
+                                   {"cache_hit": "true", "source_run_id": str(manifest.get("mlflow", {}).get("run_id")),
+                                    "artifact_uri": manifest["uri"], **tags})
+        tracker.end(ok=True)
+
+    def log_raw_inputs(self, run_id: str, raw_inputs: list[dict[str, Any]]) -> None:
+        """The data stage's raw files as MLflow inputs, with their content digests."""
+        inputs = [_dataset(r.get("source", "raw"), r["sha256"], r["uri"], "raw-file", "raw") for r in raw_inputs if r.get("sha256")]
+        for i in range(0, len(inputs), 100):
+            self.client.log_inputs(run_id, datasets=inputs[i : i + 100])
+
+    def close(self, ok: bool) -> None:
+        MlflowTracker(self.tracking_uri, self.parent_run_id).end(ok)

@@ -14,13 +14,6 @@ from prefect.runtime import flow_run
 from olmo3_core.runner import Session, execute_stage
 
 
-def mlflow_run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """A clickable MLflow UI address when tracking goes through a server; None for a local SQLite store."""
-    if tracking_uri.startswith("http"):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return None
-
-
 def _progress_hook(name: str, min_interval_s: float = 2.0):
     """Progress updates for the Prefect UI, throttled so a fast loop does not flood the API."""
     artifact_id = create_progress_artifact(progress=0.0, description=f"{name} progress")
@@ -41,9 +34,9 @@ def _progress_hook(name: str, min_interval_s: float = 2.0):
 def run_stage(session: Session, name: str, gate: threading.Semaphore) -> dict:
     """Run (or reuse) one stage of the session's plan and return its manifest."""
     with gate:
-        manifest = execute_stage(session, name, on_progress=_progress_hook(name), prefect_flow_run_id=str(flow_run.id))
+        manifest = execute_stage(session, name, progress=_progress_hook(name), prefect_flow_run_id=str(flow_run.id))
     run_id = manifest.get("mlflow", {}).get("run_id")
-    link = mlflow_run_link(session.client.tracking_uri, session.experiment_id, run_id) if run_id else None
+    link = session.tracking.run_link(run_id) if run_id else None
     if link:
         create_link_artifact(link=link, link_text=f"MLflow run of {name}", description=f"{name} in MLflow")
     if manifest.get("report_markdown"):

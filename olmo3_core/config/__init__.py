@@ -1,4 +1,1 @@
-"""Flow configuration: Hydra composition plus a typed schema checked before any compute."""
-from olmo3_core.config.compose import ConfigError, compose_config, conf_dir
-
-__all__ = ["ConfigError", "compose_config", "conf_dir"]
+"""Flow configuration: Hydra composition (`compose`), the typed schema (`schema`), one validation idiom (`typed`)."""

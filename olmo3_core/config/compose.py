@@ -1,4 +1,4 @@
-"""Compose `conf/` with Hydra once, then validate against the schema, naming any bad key."""
+"""Compose `conf/` with Hydra once, then validate against the typed schema, naming any bad key."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,13 +9,11 @@ from typing import Any, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from olmo3_core.config.schema import BRANCHES, STAGE_KINDS, FlowConfig
-
-POSTTRAIN_STEPS = ("sft", "dpo", "rlvr")
-
-
-class ConfigError(ValueError):
-    """A config problem found before compute; the message names the key."""
+from olmo3_core.config.schema import FlowConfig
+from olmo3_core.config.typed import ConfigError, check_ranges
+from olmo3_core.data import processors
+from olmo3_core.data.config import MIX_NAMES, DataConfig
+from olmo3_core.kinds import BASE_TRAINING, BRANCHES, POSTTRAIN_STEPS, STAGE_KINDS
 
 
 def conf_dir() -> Path:
@@ -23,13 +21,15 @@ def conf_dir() -> Path:
 
 
 def _hydra_compose(overrides: Sequence[str]):
-    """Compose `conf/flow.yaml` on top of the registered schema, so every schema key (defaults
-    included) can be overridden without `+`, and types are checked as overrides are applied."""
+    """Compose `conf/flow.yaml` on top of the schema's defaults, so every schema key can be overridden
+    without `+`. The defaults go in as plain data: Hydra applies overrides by assignment, which a
+    typed node refuses for a new dict entry (`+data.sources.web={kind: files, ...}`); the typed merge
+    in `_typed` then checks every key and type."""
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from hydra.errors import HydraException
 
-    ConfigStore.instance().store(name="flow_schema", node=FlowConfig)
+    ConfigStore.instance().store(name="flow_schema", node=OmegaConf.to_container(OmegaConf.structured(FlowConfig)))
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             return compose(config_name="flow", overrides=list(overrides))
@@ -37,44 +37,34 @@ def _hydra_compose(overrides: Sequence[str]):
         raise ConfigError(f"bad override: {exc}") from exc
 
 
-def _typed(raw) -> Any:
-    """Merge into the structured schema: unknown keys and wrong types fail here, with `full_key`."""
-    try:
-        OmegaConf.resolve(raw)
-        return OmegaConf.merge(OmegaConf.structured(FlowConfig), raw)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"invalid config key {key!r}: {msg}" if key else f"invalid config: {msg}") from exc
-
-
-def _check_known_keys(node: dict[str, Any], schema: type, path: str) -> None:
-    """Every key must be a schema field (`+key=...` appends would otherwise let typos through);
-    free-form `Dict` fields (data, storage_options, mixtures) are checked by their own consumers."""
+def _check_known_keys(node: Any, schema: Any, path: str) -> None:
+    """Every key must be a schema field, at any depth: `+key=...` appends would otherwise let typos
+    through. Dict-typed fields check their values against the dict's value type."""
+    origin = typing.get_origin(schema)
+    if origin is dict or origin is typing.Dict:
+        value_type = typing.get_args(schema)[1]
+        for key, value in node.items():
+            _check_known_keys(value, value_type, f"{path}.{key}")
+        return
+    if not (dataclasses.is_dataclass(schema) and isinstance(node, dict)):
+        return
     hints = typing.get_type_hints(schema)
     for key, value in node.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in hints:
             raise ConfigError(f"unknown config key {full!r}; {path or 'the top level'} has {sorted(hints)}")
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            _check_known_keys(value, hints[key], full)
+        _check_known_keys(value, hints[key], full)
 
 
-def _check_ranges(obj: Any, path: str) -> None:
-    """Walk the schema dataclasses and enforce the `gt`/`ge`/`choices` field metadata."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{path}.{f.name}" if path else f.name
-        if dataclasses.is_dataclass(value):
-            _check_ranges(value, key)
-            continue
-        meta = f.metadata
-        if "gt" in meta and not value > meta["gt"]:
-            raise ConfigError(f"{key} must be > {meta['gt']}, got {value}")
-        if "ge" in meta and not value >= meta["ge"]:
-            raise ConfigError(f"{key} must be >= {meta['ge']}, got {value}")
-        if "choices" in meta and value not in meta["choices"]:
-            raise ConfigError(f"{key} must be one of {list(meta['choices'])}, got {value!r}")
+def _typed(raw) -> FlowConfig:
+    """Merge into the structured schema: wrong types fail here, naming the key (`full_key`)."""
+    try:
+        OmegaConf.resolve(raw)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FlowConfig), raw))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"invalid config key {key!r}: {msg}" if key else f"invalid config: {msg}") from exc
 
 
 def _check_consistency(cfg: FlowConfig) -> None:
@@ -87,12 +77,14 @@ def _check_consistency(cfg: FlowConfig) -> None:
         steps = getattr(cfg.posttrain, branch).steps
         if not steps or [s for s in POSTTRAIN_STEPS if s in steps] != list(steps):
             raise ConfigError(f"posttrain.{branch}.steps must be a non-empty ordered subset of {list(POSTTRAIN_STEPS)}, got {steps}")
+        if getattr(cfg.posttrain, branch).sft.warmup_ratio >= 1:
+            raise ConfigError(f"posttrain.{branch}.sft.warmup_ratio must be < 1 (a fraction of max_steps)")
     m = cfg.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_heads ({m.num_heads})")
     if m.num_heads % m.num_kv_heads:
         raise ConfigError(f"model.num_heads ({m.num_heads}) must be divisible by model.num_kv_heads ({m.num_kv_heads})")
-    for stage in ("pretrain", "midtrain", "longmino"):
+    for stage in BASE_TRAINING:
         seq_len = getattr(cfg, stage).seq_len
         if seq_len > m.max_position_embeddings:
             raise ConfigError(f"{stage}.seq_len ({seq_len}) exceeds model.max_position_embeddings ({m.max_position_embeddings})")
@@ -100,14 +92,42 @@ def _check_consistency(cfg: FlowConfig) -> None:
     if long.yarn_factor > 1 and long.seq_len > mid.seq_len * long.yarn_factor:
         raise ConfigError(f"longmino.seq_len ({long.seq_len}) exceeds what YaRN reaches from midtrain.seq_len "
                           f"({mid.seq_len}) x longmino.yarn_factor ({long.yarn_factor})")
+    _check_data(cfg.data)
 
 
-def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Hydra overrides -> validated, fully resolved plain dict. Raises `ConfigError` naming the key."""
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_data(cfg: DataConfig) -> None:
+    """The data group's rules a type cannot express."""
+    _require(bool(cfg.sources), "data.sources is empty: name at least one source")
+    for name, src in cfg.sources.items():
+        _require(src.kind not in ("files", "pdf") or bool(src.paths), f"data.sources.{name}.paths is empty")
+        chain = src.processors
+        _require(not isinstance(chain, str) or chain in cfg.pipelines,
+                 f"data.sources.{name}.processors names unknown pipeline {chain!r}; known: {sorted(cfg.pipelines)}")
+        try:
+            processors.build(cfg.processor_chain(name))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.sources.{name}.processors: {exc}") from exc
+    d = cfg.dedup
+    _require(d.bands * d.rows <= d.num_perm, f"data.dedup.bands * rows ({d.bands * d.rows}) exceeds num_perm ({d.num_perm})")
+    _require(sorted(cfg.mixes) == sorted(MIX_NAMES), f"data.mixes must define exactly {list(MIX_NAMES)}, got {sorted(cfg.mixes)}")
+    weights = [(f"presets.{p}", w) for p, ws in cfg.presets.items() for w in ws.items()]
+    weights += [(f"mixes.{m}.proportions", w) for m, mix in cfg.mixes.items() for w in mix.proportions.items()]
+    for where, (source, w) in weights:
+        _require(isinstance(w, (int, float)) and w >= 0, f"data.{where}.{source} must be a number >= 0, got {w!r}")
+    for name, mix in cfg.mixes.items():
+        _require(mix.preset is None or mix.preset in cfg.presets, f"data.mixes.{name}.preset {mix.preset!r} is not in data.presets")
+
+
+def compose_config(overrides: Sequence[str] = ()) -> FlowConfig:
+    """Hydra overrides -> validated, typed flow config. Raises `ConfigError` naming the key."""
     raw = _hydra_compose(overrides)
     _check_known_keys(OmegaConf.to_container(raw), FlowConfig, "")
-    typed = _typed(raw)
-    obj: FlowConfig = OmegaConf.to_object(typed)
-    _check_ranges(obj, "")
-    _check_consistency(obj)
-    return OmegaConf.to_container(typed, resolve=True)
+    cfg = _typed(raw)
+    check_ranges(cfg, "")
+    _check_consistency(cfg)
+    return cfg

@@ -1,25 +1,19 @@
-"""Typed schema of the whole flow config.
+"""Typed schema of the whole flow config, and of what each stage kind is given.
 
 Hydra composes YAML from `conf/`; this schema then rejects unknown keys and wrong types (OmegaConf's
-structured merge) and out-of-range values (the `gt`/`ge`/`choices` metadata below), naming the
-offending key, before any compute starts.
+structured merge) and out-of-range values (the `gt`/`ge`/`choices` metadata, see
+`olmo3_core.config.typed`), naming the offending key, before any compute starts. `compose_config`
+returns a `FlowConfig`; the plan cuts it into one typed stage config per stage (bottom of this file),
+which is exactly what that stage's fingerprint covers.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-
-def gt0(default):
-    return field(default=default, metadata={"gt": 0})
-
-
-def ge0(default):
-    return field(default=default, metadata={"ge": 0})
-
-
-def one_of(default, *choices):
-    return field(default=default, metadata={"choices": choices})
+from olmo3_core.config.typed import ge0, gt0, one_of
+from olmo3_core.data.config import DataConfig
+from olmo3_core.kinds import STAGE_KINDS
 
 
 @dataclass
@@ -69,7 +63,7 @@ class SFTConfig:
     max_steps: int = gt0(60)
     batch_size: int = gt0(8)
     lr: float = gt0(1e-3)
-    warmup_ratio: float = ge0(0.05)
+    warmup_ratio: float = ge0(0.05)  # of max_steps; the job turns it into a step count
     max_length: int = gt0(256)
     assistant_only_loss: bool = True
     packing: bool = False
@@ -163,14 +157,10 @@ class OrchestrationConfig:
     retries: int = ge0(1)
 
 
-STAGE_KINDS = ("data", "pretrain", "midtrain", "longmino", "sft", "dpo", "rlvr", "eval", "export")
-BRANCHES = ("instruct", "think", "rl_zero")
-
-
 @dataclass
 class FlowConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: Dict[str, Any] = field(default_factory=dict)  # validated by the data stage's own schema
+    data: DataConfig = field(default_factory=DataConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     midtrain: TrainConfig = field(default_factory=TrainConfig)
     longmino: TrainConfig = field(default_factory=TrainConfig)
@@ -182,3 +172,48 @@ class FlowConfig:
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     stages: List[str] = field(default_factory=lambda: list(STAGE_KINDS))
     fork_from: Optional[str] = None  # URI of an existing artifact in storage.root to continue from
+
+
+# What each stage kind is given: a slice of the flow config. Its fields (less the execution keys,
+# see `olmo3_core.plan.EXECUTION_KEYS`) are the stage's identity, together with its upstream
+# fingerprints and code.
+
+
+@dataclass
+class TrainStageConfig:
+    """pretrain, midtrain, longmino."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    world_size: int = gt0(1)  # processes that share the global batch: it changes the result
+
+
+@dataclass
+class SFTStageConfig:
+    step: SFTConfig = field(default_factory=SFTConfig)
+    template: str = "instruct"
+
+
+@dataclass
+class DPOStageConfig:
+    step: DPOConfig = field(default_factory=DPOConfig)
+    template: str = "instruct"
+
+
+@dataclass
+class RLVRStageConfig:
+    step: RLVRConfig = field(default_factory=RLVRConfig)
+    template: str = "instruct"
+
+
+@dataclass
+class EvalStageConfig:
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    template: Optional[str] = None  # None: a base model, evaluated few-shot
+
+
+@dataclass
+class ExportStageConfig:
+    line: str = "base"
+    template: Optional[str] = None
+    registered_model: str = "olmo3-base"

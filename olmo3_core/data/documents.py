@@ -45,19 +45,6 @@ def make_doc(doc_id: str, text: str, source: str, created: str | None = None, me
             "created": created, "metadata": metadata or {}}
 
 
-def expand_paths(patterns: list[str], storage_options: dict[str, Any]) -> list[str]:
-    """Globs (local or any fsspec URL) -> sorted concrete URIs; a pattern matching nothing is an error."""
-    out: list[str] = []
-    for pattern in patterns:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern, storage_options=storage_options)  # expands globs
-        found = sorted(p for p in paths if fs.isfile(p))
-        if not found:
-            raise FileNotFoundError(f"no files match {pattern!r}")
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        out += [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in found]
-    return out
-
-
 def file_digest(uri: str, storage_options: dict[str, Any]) -> tuple[str, int]:
     """(sha256, bytes) of a raw input, for lineage."""
     digest, size = hashlib.sha256(), 0

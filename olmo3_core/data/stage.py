@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from olmo3_core.chat import EOS_TOKEN
-from olmo3_core.data import config as data_config
 from olmo3_core.data import datasheet, provenance, tokenizer
 from olmo3_core.data.builtin import GENERATORS
 from olmo3_core.data.config import MIX_NAMES, DataConfig
 from olmo3_core.data.decontam import Decontaminator, load_eval_items
 from olmo3_core.data.dedup import Deduplicator, Duplicate
-from olmo3_core.data.documents import JsonlWriter, expand_paths, file_digest, read_jsonl
+from olmo3_core.data.documents import JsonlWriter, file_digest, read_jsonl
 from olmo3_core.data.executor import make_executor, map_ordered
 from olmo3_core.data.mixing import EmptyMixError, SourceDocs, interleave, plan_mix
 from olmo3_core.data.pipeline import ShardReport, ShardTask, TokenizeTask, curate_shard, tokenize_shard
+from olmo3_core.inputs import FileIdentity, InputChanged
 from olmo3_core.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -43,30 +43,40 @@ def _materialize(docs: Iterator[dict], out: Path, per_shard: int) -> list[str]:
     return uris
 
 
-def plan_shards(cfg: DataConfig, out: Path, decontaminator: Decontaminator | None) -> tuple[list[ShardTask], list[tuple[str, str, dict]]]:
-    """Shard tasks for every source, plus (source, uri, storage options) of every raw input read."""
+def plan_shards(cfg: DataConfig, files: tuple[FileIdentity, ...], out: Path, decontaminator: Decontaminator | None
+                ) -> tuple[list[ShardTask], list[tuple[str, str, dict, str | None]]]:
+    """Shard tasks for every source, plus (source, uri, storage options, planned digest) of every raw
+    input read. File sources read exactly the files the plan resolved (and fingerprinted)."""
     tasks, raw = [], []
     for name, src in cfg.sources.items():
         options = {**cfg.storage_options, **src.storage_options}
         if src.kind in GENERATORS:
             docs, inputs = GENERATORS[src.kind](name, src, cfg.seed)
             groups = [[u] for u in _materialize(docs, out / "sources" / name, src.docs_per_shard)]
-            options = {}
+            options, planned = {}, {}
         else:
-            inputs = expand_paths(src.paths, options)
+            planned = {f.uri: f.digest for f in files if f.source == name}
+            if not planned:
+                raise ValueError(f"data source {name!r}: no input files were resolved for it (the plan resolves "
+                                 f"data.sources.{name}.paths; run the stage through a plan)")
+            inputs = list(planned)
             per = src.docs_per_shard if src.kind == "pdf" else 1
             groups = [inputs[i : i + per] for i in range(0, len(inputs), per)]
-        raw += [(name, uri, options) for uri in inputs]
+        raw += [(name, uri, options, planned.get(uri)) for uri in inputs]
         tasks += [ShardTask(name, f"shard_{i:05d}", uris, "pdf" if src.kind == "pdf" else "documents",
-                            data_config.processor_chain(cfg, name), cfg.dedup, str(out), options, src.pdf_backend,
+                            cfg.processor_chain(name), cfg.dedup, str(out), options, src.pdf_backend,
                             cfg.quarantine_sample_chars, decontaminator) for i, uris in enumerate(groups)]
     return tasks, raw
 
 
-def _digest(item: tuple[str, str, dict]) -> dict[str, Any]:
-    source, uri, options = item
+def _digest(item: tuple[str, str, dict, str | None]) -> dict[str, Any]:
+    """A raw input's sha256 for lineage; a local file must still be what the plan fingerprinted."""
+    source, uri, options, planned = item
     sha, size = file_digest(uri, options)
-    return {"uri": uri if "://" in uri else Path(uri).resolve().as_uri(), "sha256": sha, "source": source, "bytes": size}
+    if planned and planned.startswith("sha256:") and planned != f"sha256:{sha}":
+        raise InputChanged(f"data source {source!r}: {uri} changed after the plan was made; rerun to plan with it")
+    record = {"uri": uri if "://" in uri else Path(uri).resolve().as_uri(), "sha256": sha, "source": source, "bytes": size}
+    return record | ({"identity": planned} if planned else {})
 
 
 def deduplicate(cfg: DataConfig, reports: list[ShardReport], out: Path, progress) -> Drops:
@@ -123,20 +133,21 @@ def tokenize(executor, reports: list[ShardReport], drops: Drops, out: Path, eos_
 
 
 def run(ctx: StageContext) -> StageResult:
-    cfg, out = data_config.load(ctx.config), Path(ctx.output_dir)
+    cfg: DataConfig = ctx.config
+    out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     items, notes = load_eval_items(cfg.decontam, cfg.storage_options)
     decontaminator = Decontaminator(cfg.decontam, items) if items else None
-    tasks, raw = plan_shards(cfg, out, decontaminator)
+    tasks, raw = plan_shards(cfg, ctx.files, out, decontaminator)
     with make_executor(cfg) as executor:
-        raw_inputs = map_ordered(executor, _digest, raw, ctx.tracker.progress, "hash raw inputs")
-        reports = map_ordered(executor, curate_shard, tasks, ctx.tracker.progress, "curate shards")
+        raw_inputs = map_ordered(executor, _digest, raw, ctx.progress, "hash raw inputs")
+        reports = map_ordered(executor, curate_shard, tasks, ctx.progress, "curate shards")
         log.info("curated %d shards: %d of %d documents passed the filters", len(reports),
                  sum(r.docs_out for r in reports), sum(r.docs_in for r in reports))
-        drops = deduplicate(cfg, reports, out, ctx.tracker.progress)
+        drops = deduplicate(cfg, reports, out, ctx.progress)
         log.info("dedup removed %d documents", sum(map(len, drops.values())))
         tok = tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer")
-        sources = tokenize(executor, reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN), ctx.tracker.progress)
+        sources = tokenize(executor, reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN), ctx.progress)
     sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes, len(tok))
     shutil.rmtree(out / "tokens")
     return _result(ctx, sheet, raw_inputs, out)

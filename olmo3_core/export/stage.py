@@ -11,6 +11,7 @@ import shutil
 import torch
 
 from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template, template_digest
+from olmo3_core.config.schema import ExportStageConfig
 from olmo3_core.lineage import summarize, walk
 from olmo3_core.stages import StageContext, StageResult
 
@@ -39,18 +40,19 @@ Raw data inputs of the data stage: {raw} files (digests in `lineage.json`).
 
 
 def run(ctx: StageContext) -> StageResult:
+    config: ExportStageConfig = ctx.config
     model_input = next(a for kind, a in ctx.inputs.items() if kind != "eval")
-    template = ctx.config["template"] or "instruct"
+    template = config.template or "instruct"
     out = ctx.output_dir / "model"
     shutil.copytree(model_input.path / "model", out, dirs_exist_ok=True)
     _set_chat_defaults(out, template)
-    chain = summarize(walk(model_input.manifest, ctx.global_config.get("storage", {}).get("storage_options")))
+    chain = summarize(walk(model_input.manifest, ctx.execution.storage_options))
     lineage = {"artifact_uri": ctx.uri, "stage": ctx.name, "chain": chain}
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
     evals = json.loads((ctx.input("eval").path / "results.json").read_text())["results"] if "eval" in ctx.inputs else {}
     (out / "README.md").write_text(_model_card(ctx, template, chain, evals))
     sample = smoke_test(out)
-    ctx.tracker.register_model(ctx.config["registered_model"], out)
+    ctx.tracker.register_model(config.registered_model, out)
     return StageResult(metrics={"parameters": float(sample["parameters"])},
                        report_markdown=f"### {ctx.name}\n\nExported to `{out}`.\n\nSample: `{sample['text']!r}`\n")
 
@@ -86,6 +88,6 @@ def _model_card(ctx: StageContext, template: str, chain: list[dict], evals: dict
                   for model, per in evals.items() for name, r in per.items()] or ["- no eval results"]
     rows = "\n".join(f"| {r['stage']} | `{r['fingerprint'][:12]}` | {r['mlflow_run_id'] or '-'} |" for r in chain)
     raw = sum(len(r["raw_inputs"]) for r in chain)
-    return MODEL_CARD.format(name=ctx.config["registered_model"], line=ctx.config["line"], template=template,
+    return MODEL_CARD.format(name=ctx.config.registered_model, line=ctx.config.line, template=template,
                              digest=template_digest(template), evals="\n".join(eval_lines), uri=ctx.uri,
                              fingerprint=ctx.fingerprint, rows=rows, raw=raw)

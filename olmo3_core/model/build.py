@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from transformers import Olmo3Config, Olmo3ForCausalLM
 
+from olmo3_core.config.schema import ModelConfig
+
 
 def layer_types(num_layers: int, full_attention_every: int) -> list[str]:
     return [
@@ -18,12 +20,12 @@ def layer_types(num_layers: int, full_attention_every: int) -> list[str]:
     ]
 
 
-def olmo3_config(model: dict[str, Any], yarn_factor: float = 0.0, original_context: int | None = None,
+def olmo3_config(model: ModelConfig, yarn_factor: float = 0.0, original_context: int | None = None,
                  special_ids: dict[str, int] | None = None) -> Olmo3Config:
     """`yarn_factor > 1` extends the full-attention layers' context from `original_context` by that factor."""
-    theta = float(model["rope_theta"])
+    theta = float(model.rope_theta)
     full_rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
-    max_positions = model["max_position_embeddings"]
+    max_positions = model.max_position_embeddings
     if yarn_factor > 1:
         if not original_context:
             raise ValueError("YaRN needs the context length the model was trained at (original_context)")
@@ -32,18 +34,18 @@ def olmo3_config(model: dict[str, Any], yarn_factor: float = 0.0, original_conte
         max_positions = int(original_context * yarn_factor)  # YaRN's extended context
     ids = special_ids or {}
     return Olmo3Config(
-        vocab_size=model["vocab_size"],
-        hidden_size=model["hidden_size"],
-        intermediate_size=model["intermediate_size"],
-        num_hidden_layers=model["num_layers"],
-        num_attention_heads=model["num_heads"],
-        num_key_value_heads=model["num_kv_heads"],
+        vocab_size=model.vocab_size,
+        hidden_size=model.hidden_size,
+        intermediate_size=model.intermediate_size,
+        num_hidden_layers=model.num_layers,
+        num_attention_heads=model.num_heads,
+        num_key_value_heads=model.num_kv_heads,
         max_position_embeddings=max_positions,
-        sliding_window=model["sliding_window"],
-        layer_types=layer_types(model["num_layers"], model["full_attention_every"]),
+        sliding_window=model.sliding_window,
+        layer_types=layer_types(model.num_layers, model.full_attention_every),
         rope_parameters={"full_attention": full_rope, "sliding_attention": {"rope_type": "default", "rope_theta": theta}},
-        rms_norm_eps=model["rms_norm_eps"],
-        initializer_range=model["init_std"],
+        rms_norm_eps=model.rms_norm_eps,
+        initializer_range=model.init_std,
         tie_word_embeddings=False,
         pad_token_id=ids.get("pad"),
         eos_token_id=ids.get("eos"),
@@ -57,7 +59,7 @@ def build_model(config: Olmo3Config, seed: int = 0) -> Olmo3ForCausalLM:
     return Olmo3ForCausalLM(config)
 
 
-def count_parameters(model: dict[str, Any]) -> int:
+def count_parameters(model: ModelConfig) -> int:
     """Exact parameter count, built on the meta device so a 32B config allocates nothing."""
     with torch.device("meta"):
         net = Olmo3ForCausalLM(olmo3_config(model))

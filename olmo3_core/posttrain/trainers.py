@@ -1,5 +1,5 @@
 """Post-training job: TRL's SFTTrainer, DPOTrainer or GRPOTrainer on one upstream model, run as
-`python -m olmo3_core.posttrain.trainers job.json` by the launcher.
+`python -m olmo3_core.posttrain.trainers job.json` (a `PosttrainJob`) by the launcher.
 
 The chat template comes from `olmo3_core.chat` (the single definition), and is saved with the model.
 """
@@ -15,8 +15,11 @@ import torch
 from transformers import TrainerCallback
 
 from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template
+from olmo3_core.config.schema import RLVRConfig
 from olmo3_core.launch import die_with_parent, report_progress
 from olmo3_core.posttrain import datasets
+from olmo3_core.problems.verifiers import get_verifier
+from olmo3_core.stages.jobs import JobOutputs, LossPoint, PosttrainJob
 
 
 class ProgressCallback(TrainerCallback):
@@ -28,24 +31,25 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         scalars = {f"{self.prefix}/{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if "loss" in (logs or {}):
-            self.history.append((state.global_step, float(logs["loss"])))
+            self.history.append(LossPoint(state.global_step, float(logs["loss"])))
         if self.tracker and scalars:
             self.tracker.log_metrics(scalars, step=state.global_step)
         desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward") if isinstance((logs or {}).get(k), (int, float)))
         report_progress(state.global_step, state.max_steps, desc)
 
 
-def common_args(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+def common_args(job: PosttrainJob) -> dict[str, Any]:
+    cfg = job.step
     return {
-        "output_dir": str(Path(job["work_dir"]) / "trainer"),
-        "max_steps": cfg["max_steps"],
-        "per_device_train_batch_size": cfg["batch_size"],
-        "learning_rate": cfg["lr"],
+        "output_dir": str(Path(job.work_dir) / "trainer"),
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "learning_rate": cfg.lr,
         "lr_scheduler_type": "cosine",
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
-        "seed": cfg["seed"],
+        "seed": cfg.seed,
         "use_cpu": not torch.cuda.is_available(),
         "bf16": torch.cuda.is_available(),
         "dataloader_num_workers": 0,
@@ -58,7 +62,6 @@ def reward_functions(rows: list[dict[str, Any]]) -> list[Callable]:
     """One reward function per verifier in the data, so TRL logs each verifier's reward separately.
 
     A function returns None for rows judged by another verifier (TRL ignores those)."""
-    from olmo3_core.problems.verifiers import get_verifier
 
     def make(name: str) -> Callable:
         verify = get_verifier(name)
@@ -73,8 +76,8 @@ def reward_functions(rows: list[dict[str, Any]]) -> list[Callable]:
     return [make(name) for name in sorted({r["verifier"] for r in rows})]
 
 
-def vllm_available(cfg: dict[str, Any]) -> bool:
-    if not (cfg.get("use_vllm") and torch.cuda.is_available()):
+def vllm_available(cfg: RLVRConfig) -> bool:
+    if not (cfg.use_vllm and torch.cuda.is_available()):
         return False
     try:
         import vllm  # noqa: F401
@@ -84,62 +87,57 @@ def vllm_available(cfg: dict[str, Any]) -> bool:
     return True
 
 
-def build_trainer(job: dict[str, Any], model, tokenizer, rows: list[dict[str, Any]]):
+def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]]):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-    kind, cfg = job["kind"], job["step_config"]
+    kind, cfg = job.kind, job.step
     if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
         rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
-    dataset, args = Dataset.from_list(rows), common_args(job, cfg)
-    if kind == "sft":
-        config = SFTConfig(**args, warmup_steps=cfg["warmup_ratio"], max_length=cfg["max_length"],
-                           assistant_only_loss=cfg["assistant_only_loss"], packing=cfg["packing"])
+    dataset, args = Dataset.from_list(rows), common_args(job)
+    if kind == "sft":  # warmup as a step count: what an int means does not depend on the transformers version
+        config = SFTConfig(**args, warmup_steps=round(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
+                           assistant_only_loss=cfg.assistant_only_loss, packing=cfg.packing)
         return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     if kind == "dpo":
-        config = DPOConfig(**args, beta=cfg["beta"], loss_type=[cfg["loss_type"]], max_length=cfg["max_length"])
+        config = DPOConfig(**args, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length)
         return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    config = GRPOConfig(**args, num_generations=cfg["num_generations"], max_completion_length=cfg["max_completion_length"],
-                        beta=cfg["kl_beta"], temperature=cfg["temperature"], use_vllm=vllm_available(cfg),
+    config = GRPOConfig(**args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+                        beta=cfg.kl_beta, temperature=cfg.temperature, use_vllm=vllm_available(cfg),
                         log_completions=False)
     return GRPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                        reward_funcs=reward_functions(rows))
 
 
-def train(job: dict[str, Any]) -> dict[str, Any]:
+def train(job: PosttrainJob) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from olmo3_core.tracking import MlflowTracker
-
     die_with_parent()
-    torch.manual_seed(job["step_config"]["seed"])
-    tokenizer = AutoTokenizer.from_pretrained(job["init_model_dir"])
-    tokenizer.chat_template = chat_template(job["template"])
-    model = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], dtype=torch.float32)
-    rows = datasets.build(job["kind"], job["step_config"], job["template"], job.get("storage_options"))
-    print(f"{job['kind']}: {len(rows)} rows, template {job['template']}", flush=True)
+    torch.manual_seed(job.step.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job.init_model_dir)
+    tokenizer.chat_template = chat_template(job.template)
+    model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
+    rows = datasets.build(job.kind, job.step, job.template, job.storage_options)
+    print(f"{job.kind}: {len(rows)} rows, template {job.template}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
-    tracking = job.get("tracking") or {}
-    tracker = MlflowTracker(tracking["uri"], tracking["run_id"]) if tracking.get("run_id") else None
-    callback = ProgressCallback(tracker, job["kind"])
+    callback = ProgressCallback(job.tracking.tracker(), job.kind)
     trainer.add_callback(callback)
     t0 = time.time()
     result = trainer.train()
-    out = Path(job["output_dir"]) / "model"
+    out = Path(job.output_dir) / "model"
     trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    summary = {"final_loss": callback.history[-1][1] if callback.history else float("nan"),
-               "train_loss": float(result.training_loss), "steps": result.global_step, "rows": len(rows),
+    summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
+               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
                "wall_s": time.time() - t0}
-    (Path(job["output_dir"]) / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    (Path(job["output_dir"]) / "loss_history.json").write_text(json.dumps(callback.history))
+    JobOutputs(summary, callback.history).write(Path(job.output_dir))
     return summary
 
 
 def main() -> None:
-    train(json.loads(Path(sys.argv[-1]).read_text()))
+    train(PosttrainJob.read(Path(sys.argv[-1])))
 
 
 if __name__ == "__main__":

@@ -67,3 +67,11 @@ def eval_texts(name: str, size: int = 200, seed: int = 1234) -> list[str]:
     """Every text of an eval set (prompts and references), for n-gram decontamination."""
     rows = load_eval_set(name, size=size, seed=seed)
     return [" ".join(str(v) for k, v in row.items() if k in ("prompt", "answer", "solution")) for row in rows]
+
+
+def local_files(name: str) -> list[str]:
+    """The files on this machine an eval set is read from (empty for generated or packaged sets), so
+    what reads them is fingerprinted by their content."""
+    root = gsm8k_dir()
+    split = {"gsm8k_test": "test", "gsm8k_train": "train"}.get(name)
+    return [str(root / f"{split}.jsonl")] if split and root and (root / f"{split}.jsonl").exists() else []

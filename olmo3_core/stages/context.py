@@ -1,17 +1,27 @@
 """The contract between the orchestration layer and the science.
 
-A stage function is `run(ctx: StageContext) -> StageResult`. It reads upstream artifacts from
-`ctx.inputs` (already materialized on local disk and hash-verified), writes everything it produces
-under `ctx.output_dir`, and logs through `ctx.tracker`. It never decides where artifacts live,
-whether it is cached, or how it is tracked: that is the orchestration layer's job.
+A stage function is `run(ctx: StageContext) -> StageResult`. It reads its typed config from
+`ctx.config`, upstream artifacts from `ctx.inputs` (already materialized on local disk and
+hash-verified), writes everything it produces under `ctx.output_dir`, logs through `ctx.tracker` and
+reports progress through `ctx.progress`. How it runs (launcher, storage credentials) arrives in
+`ctx.execution`, which is not part of its fingerprint. It never decides where artifacts live, whether
+it is cached, or how it is tracked: that is the orchestration layer's job.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Dict
 
+from olmo3_core.config.schema import LaunchConfig
+from olmo3_core.inputs import FileIdentity
 from olmo3_core.tracking import NullTracker, Tracker
+
+ProgressHook = Callable[[int, int, str], None]
+
+
+def no_progress(done: int, total: int, desc: str = "") -> None:
+    """The progress hook of a stage run outside an orchestrator."""
 
 
 @dataclass(frozen=True)
@@ -23,18 +33,29 @@ class InputArtifact:
     fingerprint: str
     uri: str  # where it lives (local path or s3://...)
     path: Path  # local, verified copy
+    config: Any  # the typed config it was built with (its kind's config class)
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a stage runs: never part of its identity (fingerprint)."""
+
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    storage_options: Dict[str, Any] = field(default_factory=dict)  # for reading and writing artifacts and raw files
 
 
 @dataclass
 class StageContext:
     name: str
     kind: str
-    config: dict[str, Any]  # the resolved stage config, plain types only
+    config: Any  # the stage's typed config (`olmo3_core.plan.KINDS[kind].config_type`)
     inputs: dict[str, InputArtifact]  # by upstream stage kind ("data", "pretrain", ...)
     output_dir: Path
     tracker: Tracker = field(default_factory=NullTracker)
-    global_config: dict[str, Any] = field(default_factory=dict)  # read-only view of the whole flow config
+    progress: ProgressHook = no_progress
+    execution: Execution = field(default_factory=Execution)
+    files: tuple[FileIdentity, ...] = ()  # files from outside the store it may read, as fingerprinted
     fingerprint: str = ""
     uri: str = ""  # where the finished artifact will live
 

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 from olmo3_core.plots import line_plot
-from olmo3_core.stages.context import StageContext
-
-
-def log_loss_curve(ctx: StageContext, steps: list[int], losses: list[float]) -> None:
-    if steps:
-        path = line_plot({"loss": (steps, losses)}, ctx.output_dir / "loss_curve.png", f"{ctx.name} loss", "step", "loss")
-        ctx.tracker.log_artifact(path, "plots")
+from olmo3_core.stages.context import StageContext, StageResult
+from olmo3_core.stages.jobs import JobOutputs
 
 
 def metrics_table(title: str, metrics: dict[str, float]) -> str:
     rows = "".join(f"| {key} | {value:.4g} |\n" for key, value in metrics.items())
     return f"### {title}\n\n| metric | value |\n|---|---|\n{rows}"
+
+
+def training_result(ctx: StageContext) -> StageResult:
+    """The stage result of a finished training job: its summary as metrics, its loss curve as a plot."""
+    outputs = JobOutputs.read(ctx.output_dir)
+    if outputs.loss_history:
+        curve = ([p.step for p in outputs.loss_history], [p.loss for p in outputs.loss_history])
+        path = line_plot({"loss": curve}, ctx.output_dir / "loss_curve.png", f"{ctx.name} loss", "step", "loss")
+        ctx.tracker.log_artifact(path, "plots")
+    return StageResult(metrics=dict(outputs.summary), report_markdown=metrics_table(ctx.name, outputs.summary))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from olmo3_core.stages.jobs import JobOutputs
 from olmo3_flows.model_flow import model_flow
 from olmo3_core.home import default_storage_root, default_tracking_uri
 
@@ -49,9 +50,10 @@ def test_crashed_training_job_is_retried_by_prefect_and_resumes_from_its_checkpo
     killer.start()
     uris = model_flow(overrides=overrides)
     killer.join(timeout=5)
-    history = json.loads((Path(uris["pretrain"]) / "loss_history.json").read_text())
-    assert history["start_step"] >= 10, "the retry must resume from the checkpoint, not restart"
-    assert len(history["loss"]) == 60 - history["start_step"]
+    history = JobOutputs.read(Path(uris["pretrain"])).loss_history
+    first_step = history[0].step
+    assert first_step > 10, "the retry must resume from the checkpoint, not restart"
+    assert [p.step for p in history] == list(range(first_step, 61))
 
 
 def test_cancelled_flow_leaves_no_training_process(tmp_path):

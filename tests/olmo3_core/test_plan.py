@@ -1,4 +1,5 @@
-from olmo3_core.config import compose_config
+from olmo3_core.config.compose import compose_config
+from olmo3_core.config.typed import to_dict
 from olmo3_core.plan import build_plan
 
 
@@ -42,10 +43,11 @@ def test_fork_continues_from_an_existing_artifact_without_rebuilding_upstream():
     cfg = compose_config(["preset=micro"])
     full = build_plan(cfg)
     longmino = full.stages["longmino"]
-    manifest = {"stage": "longmino", "kind": "longmino", "line": "base", "config": longmino.config,
+    manifest = {"stage": "longmino", "kind": "longmino", "line": "base", "config": to_dict(longmino.config),
                 "fingerprint": longmino.fingerprint}
     forked = build_plan(cfg, fork_from=manifest)
     assert not {"data", "pretrain", "midtrain"} & set(forked.stages)
+    assert forked.stages["longmino"].config == longmino.config  # the manifest's config, typed again
     assert forked.stages["longmino"].parents == ()
     for name, spec in forked.stages.items():  # same artifact -> same downstream fingerprints (cache hits)
         assert spec.fingerprint == full.stages[name].fingerprint, name
@@ -58,7 +60,7 @@ def test_checkpoint_eval_plan_pins_the_checkpoint():
 
     cfg = compose_config(["preset=micro"])
     sft = build_plan(cfg).stages["instruct/sft"]
-    plan = checkpoint_eval_plan(cfg, {"stage": sft.name, "kind": "sft", "line": "instruct", "config": sft.config,
+    plan = checkpoint_eval_plan(cfg, {"stage": sft.name, "kind": "sft", "line": "instruct", "config": to_dict(sft.config),
                                       "fingerprint": sft.fingerprint})
     assert list(plan.stages) == ["instruct/sft", "instruct/sft/eval"]
-    assert plan.stages["instruct/sft/eval"].config["template"] == "instruct"
+    assert plan.stages["instruct/sft/eval"].config.template == "instruct"

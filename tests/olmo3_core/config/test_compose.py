@@ -1,15 +1,16 @@
 import pytest
 
-from olmo3_core.config import ConfigError, compose_config
+from olmo3_core.config.compose import compose_config
+from olmo3_core.config.typed import ConfigError
 
 
 def test_presets_compose_to_consistent_sizes():
     micro = compose_config(["preset=micro"])
-    assert micro["model"]["hidden_size"] == 64
-    assert micro["model"]["vocab_size"] == micro["data"]["tokenizer"]["vocab_size"]
+    assert micro.model.hidden_size == 64
+    assert micro.model.vocab_size == micro.data.tokenizer.vocab_size
     tiny = compose_config([])
-    assert tiny["model"]["hidden_size"] > micro["model"]["hidden_size"]
-    assert tiny["pretrain"]["max_steps"] > micro["pretrain"]["max_steps"]
+    assert tiny.model.hidden_size > micro.model.hidden_size
+    assert tiny.pretrain.max_steps > micro.pretrain.max_steps
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,18 @@ def test_presets_compose_to_consistent_sizes():
         ("posttrain.branches=[instruct,zero]", "posttrain.branches"),
         ("longmino.seq_len=100000", "longmino.seq_len"),
         ("pretrain.bogus=1", "pretrain.bogus"),
+        # the data group is typed and checked like every other group
+        ("data.dedup.fuzzy=maybe", "data.dedup.fuzzy"),
+        ("+data.dedup.shingle=3", "data.dedup.shingle"),
+        ("data.workers=0", "data.workers"),
+        ("data.sources.prose.kind=web", "data.sources.prose.kind"),
+        ("data.mixes.pretrain.proportions.code=-1", "data.mixes.pretrain.proportions.code"),
+        ("+data.sources.web={kind: files}", "data.sources.web.paths"),
+        ("+data.sources.web={kind: files, paths: [a.jsonl], processors: html}", "data.sources.web.processors"),
+        ("+data.sources.web={kind: files, paths: [a.jsonl], processors: [{name: gopher}]}", "data.sources.web.processors"),
+        ("data.dedup.bands=64", "data.dedup.bands"),
+        ("data.tokenizer.vocab_size=100", "data.tokenizer.vocab_size"),
+        ("posttrain.instruct.sft.warmup_ratio=1.5", "posttrain.instruct.sft.warmup_ratio"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, key):
@@ -39,5 +52,14 @@ def test_branch_steps_must_be_ordered():
 def test_every_schema_key_is_overridable_without_plus():
     cfg = compose_config(["preset=micro", "pretrain.seed=11", "posttrain.think.dpo.loss_type=sigmoid_norm",
                           "+storage.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000"])
-    assert cfg["pretrain"]["seed"] == 11 and cfg["posttrain"]["think"]["dpo"]["loss_type"] == "sigmoid_norm"
-    assert cfg["storage"]["storage_options"] == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert cfg.pretrain.seed == 11 and cfg.posttrain.think.dpo.loss_type == "sigmoid_norm"
+    assert cfg.storage.storage_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+
+
+def test_a_new_data_source_is_added_typed():
+    from olmo3_core.data.config import SourceConfig
+
+    cfg = compose_config(["preset=micro", "+data.sources.web={kind: files, paths: [/data/web/*.jsonl.zst]}",
+                          "+data.mixes.pretrain.proportions.web=0.5"])
+    assert cfg.data.sources["web"] == SourceConfig(kind="files", paths=["/data/web/*.jsonl.zst"])
+    assert cfg.data.mixes["pretrain"].proportions["web"] == 0.5

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from olmo3_core.config.typed import from_dict
+from olmo3_core.data.config import DataConfig
+
 from olmo3_core.data.synthetic import english_doc, perturb
 from olmo3_core.problems.evalsets import eval_texts
 
@@ -87,8 +90,8 @@ def planted_web(root: Path) -> dict[str, Any]:
     return {"clean": clean, "plants": plants, "extra": extra, "before_break": before_break, "files": 5}
 
 
-def stage_config(sources: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """default.yaml with the given sources, a small tokenizer and small mixes (fast)."""
+def stage_config(sources: dict[str, Any], **overrides: Any) -> DataConfig:
+    """default.yaml with the given sources, a small tokenizer and small mixes (fast), typed."""
     cfg = OmegaConf.to_container(OmegaConf.load(CONF))
     cfg |= {"sources": sources, "workers": 2, "shard_tokens": 4096,
             "tokenizer": {"vocab_size": 400, "min_frequency": 2, "train_chars": 200_000}}
@@ -98,15 +101,16 @@ def stage_config(sources: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     cfg["mixes"] = {"pretrain": {"proportions": share, "tokens": 6000},
                     "midtrain": {"proportions": share, "tokens": 3000},
                     "longcontext": {"proportions": share, "tokens": 2000, "min_doc_tokens": 64, "longest_first": True}}
-    return OmegaConf.to_container(OmegaConf.merge(cfg, overrides))
+    return from_dict(DataConfig, OmegaConf.to_container(OmegaConf.merge(cfg, overrides)))
 
 
-def run_stage(cfg: dict[str, Any], out: Path):
+def run_stage(cfg: DataConfig, out: Path):
+    """The data stage as the runner calls it: with the input files the plan resolves."""
     from olmo3_core.data.stage import run
+    from olmo3_core.plan import data_files
     from olmo3_core.stages import StageContext
-    from olmo3_core.tracking import NullTracker
 
-    return run(StageContext("data", "data", cfg, {}, out, NullTracker()))
+    return run(StageContext("data", "data", cfg, {}, out, files=data_files(cfg)))
 
 
 @pytest.fixture(scope="session")

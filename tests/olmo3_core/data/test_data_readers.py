@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from olmo3_core.data.documents import Quarantined, expand_paths, iter_documents
+from olmo3_core.data.documents import Quarantined, iter_documents
+from olmo3_core.inputs import expand_paths
 from olmo3_core.data.pdf import OlmOcrUnavailable, iter_pdfs
 
 

@@ -1,6 +1,5 @@
 """The DeepSpeed training loop as the stages launch it: resume after SIGKILL, and multi-process
 training that matches one process with the same global batch."""
-import json
 import os
 import signal
 import subprocess
@@ -11,12 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dataclasses
+
 from olmo3_core.chat import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
-from olmo3_core.config import compose_config
+from olmo3_core.config.compose import compose_config
+from olmo3_core.config.schema import LaunchConfig
 from olmo3_core.launch import job_command, run_job
+from olmo3_core.stages.jobs import JobOutputs, TrainJob
+from olmo3_core.train import loop
 
 pytestmark = pytest.mark.slow
-MODULE = "olmo3_core.train.loop"
+ONE = LaunchConfig(nprocs=1)
 
 
 @pytest.fixture(scope="module")
@@ -41,30 +45,30 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _job(corpus, out: Path, **train_overrides):
+def _job(corpus, out: Path, **train_overrides) -> TrainJob:
     cfg = compose_config(["preset=micro"])
-    train = {**cfg["pretrain"], "max_steps": 30, "checkpoint_every": 10, "log_every": 1, **train_overrides}
-    model = {**cfg["model"], "vocab_size": 512}
-    return {"kind": "pretrain", "train": train, "model": model, "tokenizer_dir": str(corpus / "tokenizer"),
-            "mix_dir": str(corpus / "mix"), "init_model_dir": None, "original_context": None,
-            "output_dir": str(out), "checkpoint_dir": str(out / "work" / "ckpt"), "tracking": {}}
+    train = dataclasses.replace(cfg.pretrain, **{"max_steps": 30, "checkpoint_every": 10, "log_every": 1, **train_overrides})
+    return TrainJob(kind="pretrain", train=train, model=dataclasses.replace(cfg.model, vocab_size=512),
+                    tokenizer_dir=str(corpus / "tokenizer"), mix_dir=str(corpus / "mix"), output_dir=str(out),
+                    checkpoint_dir=str(out / "work" / "ckpt"))
 
 
 def _losses(out: Path) -> tuple[int, list[float]]:
-    history = json.loads((out / "loss_history.json").read_text())
-    return history["start_step"], history["loss"]
+    """(first step of this run, its losses)."""
+    history = JobOutputs.read(out).loss_history
+    return history[0].step - 1, [p.loss for p in history]
 
 
 def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve(corpus, tmp_path):
     straight = tmp_path / "straight"
-    run_job(MODULE, _job(corpus, straight), straight / "work", {"nprocs": 1}, print)
+    run_job(loop, _job(corpus, straight), straight / "work", ONE, print)
     _, reference = _losses(straight)
 
     killed = tmp_path / "killed"
     job = _job(corpus, killed)
     (killed / "work").mkdir(parents=True)
-    (killed / "work" / "job.json").write_text(json.dumps(job))
-    cmd, env = job_command(MODULE, killed / "work" / "job.json", {"nprocs": 1})
+    job.write(killed / "work" / "job.json")
+    cmd, env = job_command(loop.__name__, killed / "work" / "job.json", ONE)
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     for line in proc.stdout:  # kill hard once the step-20 checkpoint exists and training has moved on
@@ -76,7 +80,7 @@ def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve
     assert (killed / "work" / "ckpt" / "latest").read_text().strip() == "step20"
     assert not (killed / "model").exists(), "a killed job must not leave a finished-looking model"
 
-    run_job(MODULE, job, killed / "work", {"nprocs": 1}, print)
+    run_job(loop, job, killed / "work", ONE, print)
     start, resumed = _losses(killed)
     assert start == 20
     np.testing.assert_allclose(resumed, reference[20:], rtol=1e-4)
@@ -84,9 +88,9 @@ def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve
 
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_job(MODULE, _job(corpus, one, max_steps=8, micro_batch_size=8), one / "work", {"nprocs": 1}, print)
-    run_job(MODULE, _job(corpus, two, max_steps=8, micro_batch_size=4), two / "work",
-            {"nprocs": 2, "launcher": "torchrun"}, print)
+    run_job(loop, _job(corpus, one, max_steps=8, micro_batch_size=8), one / "work", ONE, print)
+    run_job(loop, _job(corpus, two, max_steps=8, micro_batch_size=4), two / "work",
+            LaunchConfig(nprocs=2, launcher="torchrun"), print)
     np.testing.assert_allclose(_losses(two)[1], _losses(one)[1], rtol=2e-3)
 
 
@@ -96,7 +100,7 @@ def test_job_exceeding_its_wall_clock_limit_is_killed_with_its_children(corpus, 
     out = tmp_path / "slow"
     started = time.time()
     with pytest.raises(JobFailed, match="timeout_s"):
-        run_job(MODULE, _job(corpus, out, max_steps=100000), out / "work", {"nprocs": 1, "timeout_s": 15}, print)
+        run_job(loop, _job(corpus, out, max_steps=100000), out / "work", LaunchConfig(nprocs=1, timeout_s=15), print)
     assert time.time() - started < 40
     leftover = subprocess.run(["pgrep", "-f", str(out / "work" / "job.json")], capture_output=True, text=True).stdout
     assert leftover.strip() == ""

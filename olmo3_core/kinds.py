@@ -1,0 +1,17 @@
+"""The stage kinds of the flow, in pipeline order: the one list everything else derives from.
+
+`olmo3_core.plan.KINDS` maps each name to its entry point and stage-config class.
+"""
+from __future__ import annotations
+
+BASE_TRAINING = ("pretrain", "midtrain", "longmino")  # each continues from the one before
+POSTTRAIN_STEPS = ("sft", "dpo", "rlvr")  # a post-training line runs an ordered subset
+MODEL_KINDS = BASE_TRAINING + POSTTRAIN_STEPS  # stages whose artifact holds a model
+STAGE_KINDS = ("data", *BASE_TRAINING, *POSTTRAIN_STEPS, "eval", "export")
+BRANCHES = ("instruct", "think", "rl_zero")
+
+
+def init_from(kind: str) -> str | None:
+    """The base-training stage `kind` continues from (None: random init)."""
+    i = BASE_TRAINING.index(kind)
+    return BASE_TRAINING[i - 1] if i else None

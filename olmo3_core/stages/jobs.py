@@ -1,0 +1,98 @@
+"""What a training stage hands its subprocess job, and what the job hands back.
+
+Each job is a dataclass written to `job.json` by the stage and read back by the job process through
+the same class (`Job.read`), so both sides agree on every field and type. Both kinds of training job
+write one `JobOutputs` file, read by `olmo3_core.stages.report.training_result`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TypeVar
+
+from olmo3_core.config.schema import DPOConfig, ModelConfig, RLVRConfig, SFTConfig, TrainConfig
+from olmo3_core.config.typed import from_dict, to_dict
+
+J = TypeVar("J", bound="Job")
+
+
+@dataclass
+class TrackingRef:
+    """The MLflow run a job logs to (explicit: the job runs in another process)."""
+
+    uri: Optional[str] = None
+    run_id: Optional[str] = None
+
+    def tracker(self):
+        from olmo3_core.tracking import MlflowTracker
+
+        return MlflowTracker(self.uri, self.run_id) if self.run_id else None
+
+
+class Job:
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(to_dict(self), indent=2))
+
+    @classmethod
+    def read(cls: type[J], path: Path) -> J:
+        return from_dict(cls, json.loads(Path(path).read_text()), str(path))
+
+
+@dataclass
+class TrainJob(Job):
+    """A base-training job (pretrain, midtrain, longmino), run by `olmo3_core.train.loop`."""
+
+    kind: str
+    train: TrainConfig
+    model: ModelConfig
+    tokenizer_dir: str
+    mix_dir: str
+    output_dir: str
+    checkpoint_dir: str
+    init_model_dir: Optional[str] = None  # None: random init
+    original_context: Optional[int] = None  # the upstream's sequence length, for YaRN
+    tracking: TrackingRef = field(default_factory=TrackingRef)
+
+
+@dataclass
+class PosttrainJob(Job):
+    """An SFT, DPO or RLVR job, run by `olmo3_core.posttrain.trainers`; exactly the field named by
+    `kind` holds the step's config."""
+
+    kind: str
+    template: str
+    init_model_dir: str
+    output_dir: str
+    work_dir: str
+    sft: Optional[SFTConfig] = None
+    dpo: Optional[DPOConfig] = None
+    rlvr: Optional[RLVRConfig] = None
+    storage_options: Dict[str, Any] = field(default_factory=dict)  # for user files on remote storage
+    tracking: TrackingRef = field(default_factory=TrackingRef)
+
+    @property
+    def step(self) -> Any:
+        return getattr(self, self.kind)
+
+
+@dataclass
+class LossPoint:
+    step: int  # optimizer steps done
+    loss: float
+
+
+@dataclass
+class JobOutputs:
+    """A training job's result: scalar summary and the loss per optimizer step."""
+
+    summary: Dict[str, float]
+    loss_history: List[LossPoint]
+    FILE = "job_outputs.json"
+
+    def write(self, out_dir: Path) -> None:
+        (Path(out_dir) / self.FILE).write_text(json.dumps(to_dict(self), indent=2))
+
+    @classmethod
+    def read(cls, out_dir: Path) -> "JobOutputs":
+        return from_dict(cls, json.loads((Path(out_dir) / cls.FILE).read_text()), str(Path(out_dir) / cls.FILE))

@@ -1,0 +1,47 @@
+"""The export stage on a small random model: a directory a user can load, chat with, and trace."""
+import json
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerFast
+
+from olmo3_core.chat import EOS_TOKEN, IM_END, PAD_TOKEN, SPECIAL_TOKENS, template_digest
+from olmo3_core.config.schema import ExportStageConfig, ModelConfig, TrainStageConfig
+from olmo3_core.export.stage import run
+from olmo3_core.model import build_model, olmo3_config
+from olmo3_core.stages import InputArtifact, StageContext
+
+
+def _model_artifact(root):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["What is 2 + 3? The answer is 5."] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL_TOKENS,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    model_cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                            vocab_size=320, max_position_embeddings=128, sliding_window=16, full_attention_every=2)
+    model = build_model(olmo3_config(model_cfg, special_ids={"pad": fast.pad_token_id, "eos": fast.eos_token_id}))
+    model.save_pretrained(root / "model")
+    fast.save_pretrained(root / "model")
+    manifest = {"stage": "instruct/sft", "kind": "sft", "fingerprint": "a" * 64, "uri": str(root), "upstream": [],
+                "mlflow": {"run_id": "run-1"}, "raw_inputs": []}
+    return InputArtifact("instruct/sft", "sft", "a" * 64, str(root), root, TrainStageConfig(model=model_cfg), manifest)
+
+
+def test_export_is_loadable_with_its_chat_template_and_lineage(tmp_path):
+    upstream = _model_artifact(tmp_path / "sft")
+    out = tmp_path / "export"
+    out.mkdir()
+    config = ExportStageConfig(line="instruct", template="instruct", registered_model="olmo3-instruct")
+    result = run(StageContext("instruct/export", "export", config, {"sft": upstream}, out, uri="file:///export",
+                              fingerprint="b" * 64))
+    model_dir = out / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert GenerationConfig.from_pretrained(model_dir).eos_token_id == tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
+    assert AutoModelForCausalLM.from_pretrained(model_dir).num_parameters() == result.metrics["parameters"]
+    lineage = json.loads((model_dir / "lineage.json").read_text())
+    assert lineage["artifact_uri"] == "file:///export" and [r["stage"] for r in lineage["chain"]] == ["instruct/sft"]
+    card = (model_dir / "README.md").read_text()
+    assert template_digest("instruct") in card and "run-1" in card and "olmo3-instruct" in card
