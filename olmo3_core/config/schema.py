@@ -53,6 +53,7 @@ class TrainConfig:
     zero_stage: int = one_of(1, 0, 1, 2, 3)
     precision: str = one_of("fp32", "fp32", "bf16")
     yarn_factor: float = ge0(0.0)  # > 1: YaRN RoPE scaling on the full-attention layers only
+    loss_ceiling: Optional[float] = None  # after warmup, a step loss above this fails the stage (None: no ceiling)
     seed: int = 0
 
 

@@ -24,6 +24,7 @@ class SourceConfig:
     docs_per_shard: int = gt0(500)  # built-in sources: documents per materialized shard; pdf: PDFs per shard
     pdf_backend: str = one_of("pypdf", "pypdf", "olmocr")  # pypdf (CPU) | olmocr (GPU, optional install)
     problems_per_doc: List[int] = field(default_factory=lambda: [2, 12])  # builtin_math: min, max per doc
+    optional: bool = False  # True: a source that yields no documents is left out of the mixes instead of failing
 
 
 @dataclass
