@@ -150,12 +150,16 @@ class LaunchConfig:
     launcher: str = one_of("torchrun", "torchrun", "deepspeed")
     hostfile: Optional[str] = None
     timeout_s: int = gt0(7200)
+    check_memory: bool = True  # refuse, before compute, a model whose training would not fit in this machine's memory
 
 
 @dataclass
 class OrchestrationConfig:
     max_parallel_stages: int = gt0(1)
     retries: int = ge0(1)
+    # how a cached artifact is checked before reuse: fast (sizes, and sha256 of files changed since they
+    # were last hashed) | full (re-read and hash every file)
+    verify: str = one_of("fast", "fast", "full")
 
 
 @dataclass

@@ -119,3 +119,27 @@ def test_lineage_walks_from_any_file_back_to_the_raw_inputs(session_for):
     assert [r["stage"] for r in rows] == ["pretrain", "data"]
     assert rows[0]["upstream"] == ["data"] and rows[0]["mlflow_run_id"] == manifest["mlflow"]["run_id"]
     assert rows[1]["raw_inputs"][0]["sha256"] == "0" * 64
+
+
+def test_a_corrupted_cached_artifact_is_quarantined_and_rebuilt(session_for, caplog):
+    calls = []
+    session = session_for(_writes("data", calls))
+    first = execute_stage(session, "data")
+    artifact = session.store.materialize(first, verify=False)
+    (artifact / "data.txt").write_text("dbta")  # a flipped byte, same size
+    with caplog.at_level("WARNING", logger="olmo3_core.runner"):
+        rebuilt = execute_stage(session, "data")
+    assert calls == ["data", "data"] and (artifact / "data.txt").read_text() == "data"
+    assert "damaged" in caplog.text and "data.txt does not match its sha256" in caplog.text
+    assert rebuilt["mlflow"]["run_id"] != first["mlflow"]["run_id"]
+    quarantined = list((artifact.parents[1] / ".quarantine" / "data").iterdir())
+    assert len(quarantined) == 1 and (quarantined[0] / "data.txt").read_text() == "dbta"
+
+
+def test_a_rebuild_does_not_adopt_stray_files(session_for):
+    session = session_for(_writes("data", []))
+    spec = session.plan.stages["data"]
+    staging = session.store.staging_dir("data", spec.fingerprint)
+    (staging / "stray.bin").write_bytes(b"from a crashed attempt")
+    manifest = execute_stage(session, "data")
+    assert set(manifest["files"]) == {"data.txt"}
