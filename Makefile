@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run run-micro test test-slow bench clean
+.PHONY: setup run run-micro test test-slow ui-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: setup  ## fast unit tests plus end-to-end flows on the micro preset
 
 test-slow: setup  ## multi-process training, kill/resume, S3, local stack
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+ui-check: setup  ## local stack + micro flow, then headless Chromium walks the MLflow and Prefect UIs (screenshots in build/ui-check/)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: the check will skip"
+	$(VENV)/bin/pytest -m slow tests/ui $(PYTEST_ARGS)
 
 bench: setup  ## curation throughput vs datatrove, dedup precision/recall
 	$(PY) benchmarks/bench_curation.py

@@ -69,7 +69,7 @@ def _preflight(overrides: list[str], memory: bool = True):
 def _run(overrides: list[str]) -> int:
     _preflight(overrides)  # refuse what can be refused before Prefect starts anything
     from olmo3_flows.model_flow import model_flow
-    from olmo3_core.home import project_home
+    from olmo3_core.home import default_tracking_uri, project_home
 
     started = time.time()
     uris = model_flow(overrides=overrides)
@@ -78,7 +78,11 @@ def _run(overrides: list[str]) -> int:
         if name.endswith("/export"):
             print(f"  {name.split('/')[0]:<10} {uri}/model")
     print(f"\nLineage:   olmo3-flow lineage {next((u for n, u in uris.items() if n.endswith('/export')), '<uri>')}/model")
-    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{project_home() / 'mlflow.db'} --port 5000")
+    tracking = default_tracking_uri()
+    ui = tracking if tracking.startswith("http") else "http://127.0.0.1:5000"
+    if not tracking.startswith("http"):
+        print(f"MLflow UI: mlflow ui --backend-store-uri {tracking} --port 5000, then")
+    print(f"MLflow models (lineage in each version's description): {ui}/#/models?workflowType=machine_learning")
     print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
     return 0
 

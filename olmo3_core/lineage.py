@@ -71,6 +71,8 @@ def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fingerprint": m["fingerprint"],
             "uri": m["uri"],
             "mlflow_run_id": m.get("mlflow", {}).get("run_id"),
+            "mlflow_experiment_id": m.get("mlflow", {}).get("experiment_id"),
+            "metrics": m.get("metrics", {}),
             "prefect_flow_run_id": m.get("prefect_flow_run_id"),
             "upstream": [u["stage"] for u in m.get("upstream", [])],
             "raw_inputs": m.get("raw_inputs", []),

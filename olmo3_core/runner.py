@@ -248,6 +248,7 @@ def _run(session: Session, name: str, progress: ProgressHook, prefect_flow_run_i
             "files_read": [dataclasses.asdict(f) for f in spec.files],
         })
         tracker.log_dict(manifest, "artifact.json")
+        session.tracking.describe_stage(tracker, manifest, upstream)
         if result.report_markdown:
             tracker.log_text(result.report_markdown, "report.md")
     except BaseException:

@@ -107,9 +107,9 @@ def test_deployment_runs_on_the_local_stack(home):
     flow_run = _completed_flow_run(env["PREFECT_API_URL"])
     runs = _mlflow_runs_of(env["MLFLOW_TRACKING_URI"], flow_run["id"])
     names = {r["info"]["run_name"]: r for r in runs}
-    assert {"model-flow", "data", "pretrain"} <= set(names), sorted(names)
+    assert {flow_run["name"], "data", "pretrain"} <= set(names), sorted(names)  # the parent is named like the flow run
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
-    parent = names["model-flow"]["info"]["run_id"]
+    parent = names[flow_run["name"]]["info"]["run_id"]
     child_tags = {t["key"]: t["value"] for t in names["pretrain"]["data"]["tags"]}
     assert child_tags["mlflow.parentRunId"] == parent
 
