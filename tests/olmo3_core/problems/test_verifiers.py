@@ -101,6 +101,21 @@ def test_code_infinite_loop_scores_zero_within_the_timeout():
     assert time.monotonic() - start < 5
 
 
+# Looks for the tests' source (and so the expected values) in every frame and object it can reach.
+SNOOP = """import gc, re, sys
+def add(a, b):
+    texts = [o for o in gc.get_objects() if isinstance(o, str)]
+    frame = sys._getframe()
+    while frame is not None:
+        texts += [repr(frame.f_locals), repr(frame.f_globals)]
+        frame = frame.f_back
+    for text in texts:
+        match = re.search(r"add\\(%d, %d\\) == (-?\\d+)" % (a, b), text)
+        if match:
+            return int(match.group(1))
+"""
+
+
 @pytest.mark.parametrize("name, completion", [
     ("fork", "import os\nos.fork()\ndef add(a, b):\n    return a + b\n"),
     ("early_exit", "import os\nos._exit(0)\n"),
@@ -108,7 +123,7 @@ def test_code_infinite_loop_scores_zero_within_the_timeout():
     ("fake_result_lines", "import os\nfor i in range(3):\n    os.write(1, b'%d 1\\n' % i)\ndef add(a, b):\n    return 99\n"),
     ("always_equal", "class Yes:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Yes()\n"),
     ("truthy_object", "class Yes:\n    def __bool__(self):\n        return True\n    __eq__ = lambda s, o: s\ndef add(a, b):\n    return Yes()\n"),
-    ("read_caller_frame", "import sys\ndef add(a, b):\n    print(sys._getframe(1).f_locals)\n    return a + b\n"),
+    ("snoop_for_tests", SNOOP),
     ("patch_builtins", "import builtins\nbuiltins.AssertionError = KeyError\ndef add(a, b):\n    return 0\n"),
 ])
 def test_code_reward_hacks_score_nothing_extra(name, completion):
