@@ -127,7 +127,7 @@ def _memfd(name: str, data: bytes = b"") -> int:
 
 
 @functools.cache
-def _interpreter_binds() -> tuple[str, list[str]]:
+def _interpreter_binds() -> tuple[str, tuple[str, ...]]:
     """(the real interpreter binary, the host paths it needs besides /usr/lib*), both resolved."""
     exe = os.path.realpath(sys.executable)
     # The base installation's standard library, never a virtualenv's site-packages.
@@ -151,7 +151,9 @@ def _mount_args(script_dir: str, data_fds: Mapping[str, int], disk_mb: int, prog
         elif os.path.isdir(top):
             binds.append(top)
     _, interpreter = _interpreter_binds()
-    binds += [p for p in (*interpreter, *programs) if not any(p == b or p.startswith(b + "/") for b in binds)]
+    for path in sorted((*interpreter, *programs), key=len):  # parents first, so nested paths come along
+        if not any(path == b or path.startswith(b + "/") for b in binds):
+            binds.append(path)
     destinations = binds + list(_DEVICES) + [SCRIPTS_DIR, DATA_DIR + "/x", WORKDIR]
     parents = sorted({str(parent) for d in destinations for parent in Path(d).parents if str(parent) != "/"},
                      key=lambda p: (p.count("/"), p))
@@ -277,9 +279,10 @@ class Confined:
         finally:
             for fd in (self._out, self._err, self._status):
                 os.close(fd)
-        if not any("child-pid" in entry for entry in report) and not timed_out:
+        returncode = next((e["exit-code"] for e in report if "exit-code" in e), None)
+        if returncode is None and not timed_out:  # bwrap reports an exit code only for a program it started
             raise SandboxError(f"bubblewrap could not set up the sandbox: {stderr.strip()[-500:]}")
-        returncode = next((e["exit-code"] for e in report if "exit-code" in e), self.proc.returncode)
+        returncode = self.proc.returncode if returncode is None else returncode
         status, reason = _classify(returncode, timed_out, self.limits.cpu_s, stderr)
         return SandboxResult(status, reason, returncode, stdout, stderr, time.monotonic() - self.start)
 

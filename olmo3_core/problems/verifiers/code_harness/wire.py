@@ -48,7 +48,8 @@ def encode(value, depth: int = 0):
 
 def decode(obj, resolve=None, depth: int = 0):
     """Inverse of `encode`; `resolve(name)` turns a ref back into an object (refused without one).
-    ValueError on anything `encode` cannot have produced."""
+    ValueError on anything `encode` cannot have produced (TypeError for an unhashable set member
+    or dict key)."""
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply")
     if type(obj) in _SCALARS:
