@@ -8,8 +8,8 @@ lifts it. There is no in-process hook to switch off:
   IPC, UTS and cgroup namespaces. Its file system holds read-only binds of the interpreter, its
   standard library and the shared libraries, five device nodes, the trusted script it runs and its
   data, and a size-limited tmpfs as working directory (the total disk quota, gone with the
-  namespace). There is no /proc, /tmp, /home, /root, project source or site-packages to list, read
-  or write. `--die-with-parent` and the PID namespace take every process down with the sandbox.
+  namespace). There is no /proc, /etc, /tmp, /home, project source or site-packages to list, read
+  or write (a folder on the interpreter's path, such as /root/.pyenv, holds just the interpreter). `--die-with-parent` and the PID namespace take every process down with the sandbox.
 - a seccomp filter compiled with libseccomp (PyPI `pyseccomp`) and loaded by bwrap right before it
   executes the interpreter kills the process on process and thread creation (fork, vfork, clone,
   clone3), namespace and mount calls, ptrace and cross-process memory access, mknod, and the
