@@ -174,6 +174,19 @@ def test_writing_into_host_folders_leaves_no_trace(tmp_path, write):
         assert_host_intact(result)
 
 
+def test_removing_or_renaming_host_files_leaves_them(tmp_path):
+    victim = tmp_path / "keep.txt"
+    victim.write_text("precious")
+    source = Path(olmo3_core.__file__)
+    before = source.read_bytes()
+    for path in (victim, source):
+        for op in (f"os.remove({str(path)!r})", f"os.rename({str(path)!r}, 'stolen')", f"os.truncate({str(path)!r}, 0)"):
+            result = run_untrusted("import os\n" + op + "\n")
+            assert result.status == "error", (op, result.stderr)
+            assert_host_intact(result)
+    assert victim.read_text() == "precious" and source.read_bytes() == before
+
+
 def test_reading_and_listing_outside_the_sandbox_finds_nothing(tmp_path):
     secret = f"hunter2-{uuid.uuid4().hex}"
     (tmp_path / "secret.txt").write_text(secret)
