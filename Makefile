@@ -33,8 +33,10 @@ ui-check: setup  ## local stack + micro flow, then headless Chromium walks the M
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: the check will skip"
 	$(VENV)/bin/pytest -m slow tests/ui $(PYTEST_ARGS)
 
-bench: setup  ## curation throughput vs datatrove, dedup precision/recall
+bench: setup  ## curation vs datatrove, prose-filter keep/removal rates, sandbox per-call overhead
 	$(PY) benchmarks/bench_curation.py
+	$(PY) benchmarks/bench_filters.py
+	$(PY) benchmarks/bench_sandbox.py
 
 clean:
 	rm -rf .olmo3
