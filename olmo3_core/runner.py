@@ -30,7 +30,7 @@ from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versio
 from olmo3_core.redaction import redact, redact_overrides
 from olmo3_core.stages import InputArtifact, StageContext
 from olmo3_core.stages.context import Execution, ProgressHook, no_progress
-from olmo3_core.tracking import FlowTracking
+from olmo3_core.tracking import FlowTracking, relocate_store
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ def open_session(cfg: FlowConfig, overrides: list[str] | None = None, tags: dict
     plan = plan or plan_for(cfg, store)
     check_memory(cfg, plan, store)
     run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(redact_overrides(overrides or [])), **(tags or {})}
-    tracking = FlowTracking(cfg.tracking.uri or default_tracking_uri(), cfg.tracking.experiment,
-                            cfg.tracking.artifact_location, (project_home() / "mlartifacts").as_uri(), run_tags,
+    tracking_uri, artifacts = cfg.tracking.uri or default_tracking_uri(), (project_home() / "mlartifacts").as_uri()
+    own_store = project_home() / "mlflow.db"
+    if tracking_uri == f"sqlite:///{own_store}" and cfg.tracking.artifact_location is None:
+        for former in relocate_store(own_store, artifacts):
+            log.warning("this project home was moved or copied: MLflow artifacts at %s now resolve under %s", former, artifacts)
+    tracking = FlowTracking(tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location, artifacts, run_tags,
                             to_dict(cfg), run_name)
     return Session(cfg, plan, store, tracking, Execution(cfg.launch, cfg.storage.storage_options), tags or {})
 

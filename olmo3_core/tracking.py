@@ -18,6 +18,7 @@ Progress reporting is not tracking: it reaches a stage as `StageContext.progress
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -206,6 +207,32 @@ def _dataset(name: str, digest: str, source: str, source_type: str, context: str
 
     dataset = Dataset(name=name, digest=digest[:DIGEST_LEN], source_type=source_type, source=json.dumps({"uri": source}))
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context), InputTag("sha256", digest)])
+
+
+# Columns of MLflow's SQL store that hold artifact locations.
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "source"),
+                     ("model_versions", "storage_location"))
+
+
+def relocate_store(db: Path, artifacts: str) -> list[str]:
+    """A project home's own SQLite store after the home was moved or copied: its experiments still keep
+    run artifacts in the old home's `mlartifacts` folder, so new runs would write there. Point every
+    stored location under a former `.../mlartifacts` at `artifacts`; returns the former locations."""
+    if not db.is_file():
+        return []
+    with sqlite3.connect(db, timeout=60) as conn:
+        try:
+            found = [row[0] for row in conn.execute("SELECT DISTINCT artifact_location FROM experiments")]
+        except sqlite3.OperationalError:  # no MLflow schema yet
+            return []
+        former = [loc for loc in found if loc.startswith("file://") and loc.rstrip("/").endswith("/mlartifacts")
+                  and loc.rstrip("/") != artifacts.rstrip("/")]
+        for old in former:
+            for table, column in _LOCATION_COLUMNS:
+                conn.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ? || '%'",
+                             (artifacts.rstrip("/"), len(old.rstrip("/")) + 1, old.rstrip("/")))
+    return former
 
 
 class FlowTracking:

@@ -143,3 +143,31 @@ def test_a_rebuild_does_not_adopt_stray_files(session_for):
     (staging / "stray.bin").write_bytes(b"from a crashed attempt")
     manifest = execute_stage(session, "data")
     assert set(manifest["files"]) == {"data.txt"}
+
+
+def test_a_copied_project_home_keeps_its_lineage_and_writes_only_to_itself(tmp_path, monkeypatch):
+    """Manifests refer to each other relative to the store; the home's own MLflow store is re-pointed
+    at the copy's artifact folder, so old runs' artifacts read from the copy and new ones land there."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setitem(plan_module.KINDS, "data", StageKind("data", _writes("data", []), DataConfig))
+    cfg = compose_config(["preset=micro", "stages=[data]"])
+    old, new = tmp_path / "old", tmp_path / "new"
+    monkeypatch.setenv("OLMO3_HOME", str(old))
+    session = open_session(cfg)
+    first = execute_stage(session, "data")
+    close_session(session, ok=True)
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    monkeypatch.setenv("OLMO3_HOME", str(new))
+    session = open_session(cfg)
+    again = execute_stage(session, "data")  # a cache hit in the copy, verified there
+    close_session(session, ok=True)
+    assert again["fingerprint"] == first["fingerprint"] and again["uri"].startswith(str(new))
+    assert [r["stage"] for r in summarize(walk(find_manifest(again["uri"] + "/data.txt")))] == ["data"]
+    client = MlflowClient(f"sqlite:///{new / 'mlflow.db'}")
+    assert client.get_experiment(session.tracking.experiment_id).artifact_location.startswith((new / "mlartifacts").as_uri())
+    report = client.download_artifacts(first["mlflow"]["run_id"], "artifact.json", str(tmp_path))
+    assert "data" in open(report).read()
+    assert not old.exists(), "nothing may be written back to the old home"
