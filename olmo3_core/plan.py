@@ -17,15 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from olmo3_core.config.schema import (DPOStageConfig, EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig,
-                                      RLVRStageConfig, SFTStageConfig, TrainStageConfig)
+from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PosttrainStageConfig,
+                                      TrainStageConfig)
 from olmo3_core.config.typed import ConfigError, from_dict, to_dict
 from olmo3_core.data import stage as data_stage
 from olmo3_core.data.config import DataConfig
 from olmo3_core.evaluation import stage as eval_stage
 from olmo3_core.export import stage as export_stage
 from olmo3_core.inputs import FileIdentity, identify_all
-from olmo3_core.kinds import BASE_TRAINING, STAGE_KINDS, init_from
+from olmo3_core.kinds import BASE_TRAINING, POSTTRAIN_STEPS, STAGE_KINDS, init_from
 from olmo3_core.launch import validate_hostfile
 from olmo3_core.posttrain import stage as posttrain_stage
 from olmo3_core.problems.evalsets import local_files
@@ -49,9 +49,7 @@ class StageKind:
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("data", data_stage.run, DataConfig),
     *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING),
-    StageKind("sft", posttrain_stage.run, SFTStageConfig),
-    StageKind("dpo", posttrain_stage.run, DPOStageConfig),
-    StageKind("rlvr", posttrain_stage.run, RLVRStageConfig),
+    *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS),
     StageKind("eval", eval_stage.run, EvalStageConfig),
     StageKind("export", export_stage.run, ExportStageConfig),
 )}
@@ -246,7 +244,7 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         model, steps = base_model, []
         for step in spec.steps:
             step_cfg = getattr(spec, step)
-            config = KINDS[step].config_type(step=step_cfg, template=spec.template)
+            config = PosttrainStageConfig(template=spec.template, **{step: step_cfg})
             files = _identify(f"posttrain.{branch}.{step}.files", step_cfg.files, cfg.storage.storage_options, "files")
             if step == "rlvr" and step_cfg.gsm8k_train:
                 files += _eval_files(["gsm8k_train"], step)

@@ -194,21 +194,19 @@ class TrainStageConfig:
 
 
 @dataclass
-class SFTStageConfig:
-    step: SFTConfig = field(default_factory=SFTConfig)
+class PosttrainStageConfig:
+    """sft, dpo, rlvr: the line's chat template and the step's config, in the one field named by the
+    stage's kind (the others stay None)."""
+
     template: str = "instruct"
+    sft: Optional[SFTConfig] = None
+    dpo: Optional[DPOConfig] = None
+    rlvr: Optional[RLVRConfig] = None
 
-
-@dataclass
-class DPOStageConfig:
-    step: DPOConfig = field(default_factory=DPOConfig)
-    template: str = "instruct"
-
-
-@dataclass
-class RLVRStageConfig:
-    step: RLVRConfig = field(default_factory=RLVRConfig)
-    template: str = "instruct"
+    @property
+    def step(self) -> Any:
+        (step,) = [s for s in (self.sft, self.dpo, self.rlvr) if s is not None]
+        return step
 
 
 @dataclass

@@ -23,23 +23,9 @@ BIN = Path(sys.executable).parent
 RUN_OVERRIDES = ["preset=micro", "stages=[data,pretrain]"]  # the full flow is tested elsewhere
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh project home and free ports, in os.environ (in-process calls) and for subprocesses."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("OLMO3_HOME", str(home))
-    for service in stack.SERVICES:
-        monkeypatch.setenv(service.port_env, str(_free_port()))
-    for name in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    yield home
-    stack.down()  # whatever a failed assertion left running
+def home(stack_home) -> Path:
+    return stack_home
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

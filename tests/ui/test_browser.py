@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -23,12 +23,6 @@ FLOW = ["preset=micro", "posttrain.branches=[instruct]"]
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,19 +36,11 @@ def browser():
 
 
 @pytest.fixture
-def stack_env(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("OLMO3_HOME", str(home))
-    for service in stack.SERVICES:
-        monkeypatch.setenv(service.port_env, str(_free_port()))
-    for name in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
+def stack_env(stack_home):
+    """The stack up, and the environment a user gets from `source <home>/stack/env.sh`."""
     stack.up()
-    lines = (home / "stack" / "env.sh").read_text().splitlines()
-    env = {**os.environ, **dict(line.split(" ", 1)[1].split("=", 1) for line in lines if line.startswith("export "))}
-    env = {k: v.strip("'\"") for k, v in env.items()}
-    yield env
-    stack.down()
+    lines = (stack_home / "stack" / "env.sh").read_text().splitlines()
+    return {**os.environ, **dict(shlex.split(line)[1].split("=", 1) for line in lines)}
 
 
 def _get(url: str) -> dict:
