@@ -30,7 +30,7 @@ def _dry_run(overrides: list[str]) -> int:
         print(f"training memory: {need.describe()}; this machine has {have / 2**30:.1f} GiB {what}: {verdict}")
     print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")
     for name, spec in plan.stages.items():
-        status = "cached" if store.load_manifest(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
+        status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
         print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
     return 0
 

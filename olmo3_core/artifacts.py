@@ -121,6 +121,13 @@ class ArtifactStore:
             raise InvalidManifest(f"{self.uri(kind, fingerprint)}/{MANIFEST} names fingerprint {manifest['fingerprint']}")
         return manifest
 
+    def has(self, kind: str, fingerprint: str) -> bool:
+        """A readable manifest is there (a damaged one is not: the runner quarantines and rebuilds it)."""
+        try:
+            return self.load_manifest(kind, fingerprint) is not None
+        except InvalidManifest:
+            return False
+
     def fingerprints(self, kind: str) -> list[str]:
         """Fingerprints of the complete artifacts of `kind` in this store."""
         return [p.rstrip("/").split("/")[-2] for p in self.fs.glob(self._path(kind, "*", MANIFEST))]

@@ -83,7 +83,7 @@ def memory_needed(cfg: FlowConfig, plan: Plan, store: ArtifactStore) -> MemoryEs
     cached, not launched on a hostfile's nodes); None when there are none."""
     if cfg.launch.hostfile:
         return None
-    to_run = [s for s in plan.stages.values() if s.kind in MODEL_KINDS and not store.load_manifest(s.kind, s.fingerprint)]
+    to_run = [s for s in plan.stages.values() if s.kind in MODEL_KINDS and not store.has(s.kind, s.fingerprint)]
     if not to_run:
         return None
     params = count_parameters(cfg.model)

@@ -6,6 +6,7 @@ The chat template comes from `olmo3_core.chat` (the single definition), and is s
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]
         rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
     dataset, args = Dataset.from_list(rows), common_args(job)
     if kind == "sft":  # warmup as a step count: what an int means does not depend on the transformers version
-        config = SFTConfig(**args, warmup_steps=round(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
+        config = SFTConfig(**args, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
                            assistant_only_loss=cfg.assistant_only_loss, packing=cfg.packing)
         return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     if kind == "dpo":

@@ -171,3 +171,14 @@ def test_a_copied_project_home_keeps_its_lineage_and_writes_only_to_itself(tmp_p
     report = client.download_artifacts(first["mlflow"]["run_id"], "artifact.json", str(tmp_path))
     assert "data" in open(report).read()
     assert not old.exists(), "nothing may be written back to the old home"
+
+
+def test_a_damaged_manifest_is_quarantined_and_rebuilt_not_a_crash(session_for):
+    calls = []
+    session = session_for(_writes("data", calls))
+    first = execute_stage(session, "data")
+    spec = session.plan.stages["data"]
+    (session.store.materialize(first, verify=False) / "artifact.json").write_text('{"stage": "data", "kind"')
+    assert not session.store.has("data", spec.fingerprint)
+    execute_stage(session, "data")
+    assert calls == ["data", "data"] and session.store.has("data", spec.fingerprint)
