@@ -178,6 +178,7 @@ class MlflowTracker:
         """Log the model directory as an MLflow LoggedModel of this run (with `metrics`, e.g. its eval
         results, linked to it) and register it as a new version of `name`, carrying `description` and
         `tags` so the registry can be searched by them; returns the version."""
+        import mlflow
         from mlflow.exceptions import MlflowException
 
         tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -192,6 +193,9 @@ class MlflowTracker:
             self.client.create_registered_model(name, description="olmo3-flow exports; each version's description is its lineage")
         except MlflowException:
             pass  # already registered: add a version
+        # MLflow's SQL registry looks a `models:/` source up through the process-wide tracking URI, not
+        # this client's (a TODO in mlflow/store/model_registry/sqlalchemy_store.py): point that one here.
+        mlflow.set_tracking_uri(self.tracking_uri)
         version = self.client.create_model_version(name, f"models:/{model.model_id}", run_id=self.run_id, tags=tags,
                                                    description=description, model_id=model.model_id)
         return version.version

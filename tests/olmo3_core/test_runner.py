@@ -182,3 +182,26 @@ def test_a_damaged_manifest_is_quarantined_and_rebuilt_not_a_crash(session_for):
     assert not session.store.has("data", spec.fingerprint)
     execute_stage(session, "data")
     assert calls == ["data", "data"] and session.store.has("data", spec.fingerprint)
+
+
+def test_a_model_registers_in_the_flows_own_tracking_store(tmp_path, monkeypatch):
+    """Without MLFLOW_TRACKING_URI (the CLI's default: SQLite under the home), a registered version
+    lands in the home's store with its LoggedModel, and nothing is written to the working directory."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("OLMO3_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+    def export(ctx):
+        (ctx.output_dir / "model").mkdir()
+        (ctx.output_dir / "model" / "weights.bin").write_bytes(b"w")
+        ctx.tracker.register_model("olmo3-test", ctx.output_dir / "model", description="lineage", tags={"fingerprint": "f"})
+        return StageResult()
+
+    monkeypatch.setitem(plan_module.KINDS, "data", StageKind("data", export, DataConfig))
+    session = open_session(compose_config(["preset=micro", "stages=[data]"]))
+    execute_stage(session, "data")
+    close_session(session, ok=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (version,) = client.search_model_versions("name='olmo3-test'")
+    assert client.get_logged_model(version.source.removeprefix("models:/")).status == "READY"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
