@@ -32,6 +32,24 @@ def _dry_run(overrides: list[str]) -> int:
     return 0
 
 
+SECRETS_REFUSED = """refusing to run: these overrides carry credentials (shown masked):
+  {found}
+Overrides are stored as Prefect flow parameters and in MLflow, so credentials must not be passed
+this way. Give them through the environment instead: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+(/ AWS_SESSION_TOKEN) or AWS_PROFILE with ~/.aws/credentials for s3://, or the variables your fsspec
+backend reads; pass endpoints without user:password@ (e.g.
++storage.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000)."""
+
+
+def _refuse_secret_overrides(overrides: list[str]) -> None:
+    from olmo3_core.redaction import secret_overrides
+
+    found = secret_overrides(overrides)
+    if found:
+        print(SECRETS_REFUSED.format(found="\n  ".join(found)), file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _compose(overrides: list[str]) -> dict:
     from olmo3_core.config import ConfigError, compose_config
 
@@ -122,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "lineage":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run":
+        _refuse_secret_overrides(args.overrides)
         return _dry_run(args.overrides) if args.dry_run else _run(args.overrides)
     if args.command == "lineage":
         return _lineage(args.target, args.json, args.overrides + extra)
