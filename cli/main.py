@@ -3,12 +3,15 @@
     olmo3-flow run [--dry-run] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
+    olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 
@@ -61,12 +64,18 @@ def _compose(overrides: list[str]) -> dict:
 
 
 def _run(overrides: list[str]) -> int:
-    _compose(overrides)  # fail on a bad config before Prefect starts anything
+    cfg = _compose(overrides)  # fail on a bad config before Prefect starts anything
     from olmo3_flows.model_flow import model_flow
-    from olmo3_core.home import project_home
+    from olmo3_core import procs
+    from olmo3_core.home import default_tracking_uri, project_home
 
     started = time.time()
-    uris = model_flow(overrides=overrides)
+    procs.start_guard()  # a SIGKILL of this process must not leave the Prefect server or workers behind
+    try:
+        with procs.stop_signals_raise():
+            uris = model_flow(overrides=overrides)
+    except procs.Stopped as stop:
+        _shut_down(stop.signum, cfg["tracking"]["uri"] or default_tracking_uri())
     print(f"\nmodel flow finished in {time.time() - started:.0f}s. Exported models:")
     for name, uri in uris.items():
         if name.endswith("/export"):
@@ -74,6 +83,52 @@ def _run(overrides: list[str]) -> int:
     print(f"\nLineage:   olmo3-flow lineage {next((u for n, u in uris.items() if n.endswith('/export')), '<uri>')}/model")
     print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{project_home() / 'mlflow.db'} --port 5000")
     print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
+    return 0
+
+
+# --- SIGTERM / SIGINT -------------------------------------------------------------------------------
+# `stop_signals_raise` turns both signals into `Stopped` in the main thread. By the time it reaches
+# `_run`, Prefect's engine has marked the flow run Crashed and `run_session` has killed the training
+# jobs and failed the MLflow parent run. What is left is done here.
+
+def _shut_down(signum: int, tracking_uri: str) -> None:
+    """End everything this run started and every run it left RUNNING, then exit 128+signum.
+
+    Exits with os._exit: stage threads may still be blocked (a data stage waiting on its pool), and
+    a normal interpreter exit would wait for them. The guard process (`procs.start_guard`) then stops
+    the processes still carrying this run's marker: pool workers and Prefect's temporary server."""
+    from olmo3_core import procs
+    from olmo3_core.launch import terminate_running_jobs
+
+    procs.ignore_stop_signals()
+    reason = f"olmo3-flow run stopped by {signal.Signals(signum).name}"
+
+    def attempt(what: str, step, default):
+        try:
+            return step()
+        except Exception as exc:  # the rest of the shutdown must still happen; `olmo3-flow doctor` can finish it
+            print(f"{reason}: could not {what}: {exc}", file=sys.stderr)
+            return default
+
+    attempt("stop training jobs", terminate_running_jobs, 0)
+    flow_runs = attempt("mark MLflow runs KILLED", lambda: procs.end_runs_owned_by_this_process(tracking_uri, reason), [])
+    attempt("mark Prefect runs Crashed", lambda: procs.crash_prefect_runs(flow_runs, reason), [])
+    print(f"\n{reason}; its processes are being stopped", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _doctor(dry_run: bool, tracking_uri: str | None) -> int:
+    from olmo3_core import procs
+    from olmo3_core.home import default_tracking_uri
+
+    failed, flow_runs = procs.fail_runs_of_dead_owners(tracking_uri or default_tracking_uri(), dry_run)
+    crashed = procs.crash_prefect_runs(flow_runs, "owner process died; found by olmo3-flow doctor") if flow_runs else []
+    for flow_run_id in crashed:
+        print(f"Prefect flow run {flow_run_id}: owner gone; marked Crashed")
+    verb = "would mark" if dry_run else "marked"
+    print(f"doctor: {verb} {len(failed)} MLflow run(s) FAILED and {len(crashed)} Prefect flow run(s) Crashed")
     return 0
 
 
@@ -135,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
+    doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
+    doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
+    doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
     if extra and args.command != "lineage":
@@ -146,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":
         return stack.main(args)
+    if args.command == "doctor":
+        return _doctor(args.dry_run, args.tracking_uri)
     return _trace(args.shard, args.offset)
 
 

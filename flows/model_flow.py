@@ -17,6 +17,7 @@ from olmo3_core.config import compose_config
 from olmo3_core.launch import terminate_running_jobs
 from olmo3_core.lineage import read_manifest
 from olmo3_core.plan import checkpoint_eval_plan
+from olmo3_core.procs import owner_tags
 from olmo3_core.runner import Session, close_session, open_session
 from olmo3_tasks.stage import run_stage
 
@@ -33,7 +34,9 @@ def summary_markdown(plan, manifests: dict[str, dict[str, Any]]) -> str:
 
 
 def _flow_tags() -> dict[str, str]:
-    return {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name)}
+    """Tags of every MLflow run of this flow run; the owner tags let `olmo3-flow doctor` and the CLI's
+    signal handler find runs left RUNNING by a dead or stopped process."""
+    return {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name), **owner_tags()}
 
 
 def run_session(session: Session) -> dict[str, str]:
