@@ -73,6 +73,7 @@ def _run(overrides: list[str]) -> int:
     procs.start_guard()  # a SIGKILL of this process must not leave the Prefect server or workers behind
     try:
         with procs.stop_signals_raise():
+            _set_up_stores(cfg)
             uris = model_flow(overrides=overrides)
     except procs.Stopped as stop:
         _shut_down(stop.signum, cfg["tracking"]["uri"] or default_tracking_uri())
@@ -84,6 +85,24 @@ def _run(overrides: list[str]) -> int:
     print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{project_home() / 'mlflow.db'} --port 5000")
     print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
     return 0
+
+
+def _set_up_stores(cfg: dict) -> None:
+    """Create the MLflow schema and experiment and start Prefect's temporary server (which migrates its
+    database) under the home's setup lock: two runs starting at once on a fresh home would otherwise
+    both migrate the same SQLite databases and one of them crash. The server started here is the one
+    the flow then uses; with PREFECT_API_URL set, this only checks the server answers."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+
+    from olmo3_core import mlflow_runs
+    from olmo3_core.home import default_tracking_uri, setup_lock
+
+    with setup_lock():
+        client = MlflowClient(tracking_uri=cfg["tracking"]["uri"] or default_tracking_uri())
+        mlflow_runs.experiment_id(client, cfg["tracking"]["experiment"], cfg["tracking"]["artifact_location"])
+        with get_client(sync_client=True) as prefect:
+            prefect.hello()
 
 
 # --- SIGTERM / SIGINT -------------------------------------------------------------------------------

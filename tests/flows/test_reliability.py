@@ -6,7 +6,6 @@ launches carry `OLMO3_TEST_MARKER=<fresh uuid>` in their environment, which ever
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -60,10 +59,14 @@ def _kill(procs: list[psutil.Process]) -> None:
             pass
 
 
-def _python(script: str, marker: str, **kwargs) -> subprocess.Popen:
+def _python(script: str, marker: str, home: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, TEST_MARKER: marker, "PYTHONPATH": os.pathsep.join(sys.path)}
+    if home is not None:  # a project home of its own, not the test session's
+        env["OLMO3_HOME"] = str(home)
+        for var in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+            env.pop(var, None)
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _gone(procs: list[psutil.Process]) -> bool:
@@ -211,7 +214,7 @@ def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signu
     try:
         _wait_for(lambda: _job_running(marker), 600, "the training job to start")
         cli.send_signal(signum)
-        assert cli.wait(timeout=60) == 128 + signum, (tmp_path / "cli.log").read_text()[-3000:]
+        assert cli.wait(timeout=60) in (128 + signum, -signum), (tmp_path / "cli.log").read_text()[-3000:]
         _wait_for(lambda: not _marked(marker), 15, "every process of the stopped run to end")
     finally:
         _kill(_marked(marker))
@@ -256,3 +259,68 @@ def test_sigkilled_cli_leaves_no_worker_and_doctor_fails_its_runs(tmp_path):
     assert statuses and set(statuses.values()) == {"FAILED"}, statuses
     states = _prefect_states(home)
     assert "RUNNING" not in states and "CRASHED" in states, states
+
+
+# --- no secret at rest --------------------------------------------------------------------------------
+
+def _files_containing(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    """Every file under `root` (SQLite databases and their WAL files included) holding one of `needles`."""
+    hits: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found = [n for n in needles if n.encode() in data]
+            if found:
+                hits[str(path.relative_to(root))] = found
+    return hits
+
+
+@pytest.mark.slow
+def test_canary_credentials_reach_no_store(tmp_path):
+    """Canaries where credentials may go (the environment), where the CLI refuses them (overrides), and
+    where only the library path lets them through (model_flow called directly): no store under the
+    home holds one, and the CLI's output does not either."""
+    home, marker = tmp_path / "home", uuid.uuid4().hex
+    env_canaries = {"AWS_ACCESS_KEY_ID": "AKIACANARY0ENV0KEY0ID", "AWS_SECRET_ACCESS_KEY": "canary-env-secret-access-key",
+                    "AWS_SESSION_TOKEN": "canary-env-session-token"}
+    refused = "canary-refused-override"
+    in_values = ["canary-url-password", "canary-bearer-token", "canary-account-key"]
+    os.environ.update(env_canaries)
+    try:
+        cli = _cli(home, marker, "run", "preset=micro", "stages=[data]", f"+storage.storage_options.password={refused}")
+        assert cli.wait(timeout=120) == 2
+        cli = _cli(home, marker, "run", "preset=micro", "stages=[data]")
+        assert cli.wait(timeout=600) == 0, (tmp_path / "cli.log").read_text()[-3000:]
+        library = _python(f"""
+            from olmo3_flows.model_flow import model_flow
+            model_flow(overrides=["preset=micro", "stages=[data]",
+                "+data.storage_options.client_kwargs.endpoint_url=http://olmo:{in_values[0]}@127.0.0.1:9",
+                "+data.storage_options.headers.Authorization='Bearer {in_values[1]}'",
+                "+data.storage_options.connection='AccountName=olmo;AccountKey={in_values[2]};'"])
+        """, marker, home)
+        assert library.wait(timeout=600) == 0
+    finally:
+        for var in env_canaries:
+            os.environ.pop(var)
+        _kill(_marked(marker))
+    assert "refusing to run" in (tmp_path / "cli.log").read_text()
+    statuses = _mlflow_statuses(home)
+    assert len(statuses) >= 4 and set(statuses.values()) == {"FINISHED"}, statuses
+    assert not _files_containing(tmp_path, [*env_canaries.values(), refused])
+    # The library path's overrides are Prefect flow parameters (which is why the CLI refuses them), so
+    # Prefect's database holds them; every other store must be clean.
+    hits = _files_containing(home, in_values)
+    assert hits and all(path.startswith("prefect/") for path in hits), hits
+
+
+@pytest.mark.slow
+def test_two_runs_starting_at_once_on_a_fresh_home_both_succeed(tmp_path):
+    home, marker = tmp_path / "home", uuid.uuid4().hex
+    runs = [_cli(home, marker, "run", "preset=micro", "stages=[data]") for _ in range(2)]
+    try:
+        codes = [run.wait(timeout=600) for run in runs]
+    finally:
+        _kill(_marked(marker))
+    assert codes == [0, 0], (tmp_path / "cli.log").read_text()[-5000:]
+    statuses = _mlflow_statuses(home)
+    assert len([n for n in statuses if n.startswith("model-flow/")]) == 2 and set(statuses.values()) == {"FINISHED"}
