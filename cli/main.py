@@ -143,7 +143,7 @@ def _doctor(dry_run: bool, tracking_uri: str | None) -> int:
     from olmo3_core.home import default_tracking_uri
 
     failed, flow_runs = procs.fail_runs_of_dead_owners(tracking_uri or default_tracking_uri(), dry_run)
-    crashed = procs.crash_prefect_runs(flow_runs, "owner process died; found by olmo3-flow doctor") if flow_runs else []
+    crashed = procs.crash_prefect_runs(flow_runs, "owner process died; found by olmo3-flow doctor")
     for flow_run_id in crashed:
         print(f"Prefect flow run {flow_run_id}: owner gone; marked Crashed")
     verb = "would mark" if dry_run else "marked"

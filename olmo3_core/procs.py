@@ -36,14 +36,14 @@ def owner_tags() -> dict[str, str]:
 
 def owner_alive(tags: dict[str, str]) -> bool | None:
     """Whether the process named by `owner_tags` still runs; None when that cannot be known here
-    (no owner tags, or a process of another host)."""
-    if OWNER_PID not in tags or tags.get(OWNER_HOST) != socket.gethostname():
+    (owner tags missing, or a process of another host)."""
+    if not {OWNER_PID, OWNER_HOST, OWNER_START} <= tags.keys() or tags[OWNER_HOST] != socket.gethostname():
         return None
     try:
         started = psutil.Process(int(tags[OWNER_PID])).create_time()
-    except (psutil.NoSuchProcess, ValueError):
+    except psutil.NoSuchProcess:
         return False
-    return abs(started - float(tags.get(OWNER_START, "nan"))) < START_TIME_TOLERANCE_S
+    return abs(started - float(tags[OWNER_START])) < START_TIME_TOLERANCE_S
 
 
 def running_runs(client, filter_string: str = "") -> list:
@@ -51,15 +51,16 @@ def running_runs(client, filter_string: str = "") -> list:
     from mlflow.entities import ViewType
 
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    if not experiments:
+        return []
     query = "attributes.status = 'RUNNING'" + (f" and {filter_string}" if filter_string else "")
     runs, token = [], None
-    while experiments:
+    while True:
         page = client.search_runs(experiments, query, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
-            break
-    return runs
+            return runs
 
 
 def end_runs(client, runs: Iterable, status: str, reason: str) -> list[str]:
@@ -111,7 +112,7 @@ def fail_runs_of_dead_owners(tracking_uri: str, dry_run: bool = False,
     return [r.info.run_id for r in dead], flow_runs
 
 
-def crash_prefect_runs(flow_run_ids: Iterable[str], message: str) -> list[str]:
+def crash_prefect_runs(flow_run_ids: list[str], message: str) -> list[str]:
     """Set every non-final Prefect flow run among `flow_run_ids`, and its non-final task runs, to
     Crashed. Returns the flow runs changed. Talks to the configured Prefect API (or starts Prefect's
     temporary server on the project's Prefect database)."""
@@ -120,6 +121,8 @@ def crash_prefect_runs(flow_run_ids: Iterable[str], message: str) -> list[str]:
     from prefect.states import Crashed
 
     changed = []
+    if not flow_run_ids:  # without ids, do not start a Prefect server just to do nothing
+        return changed
     with get_client(sync_client=True) as prefect:
         for flow_run_id in flow_run_ids:
             flow_run = prefect.read_flow_run(uuid.UUID(flow_run_id))

@@ -82,15 +82,18 @@ def test_data_pool_workers_die_with_the_process_that_owns_the_pool():
         from olmo3_core.data.config import DataConfig
         from olmo3_core.data.executor import make_executor
         with make_executor(DataConfig(workers=2)) as pool:
-            futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+            busy = [pool.submit(time.sleep, 120) for _ in range(2)]
             print("ready", flush=True)
             time.sleep(120)
     """, marker)
     try:
         assert owner.stdout.readline().strip() == "ready"
-        workers = _wait_for(lambda: [p for p in psutil.Process(owner.pid).children()
-                                     if "multiprocessing" in " ".join(p.cmdline()) and "spawn_main" in " ".join(p.cmdline())]
-                            if len(psutil.Process(owner.pid).children()) >= 2 else None, 30, "two pool workers")
+
+        def pool_workers():
+            found = [p for p in psutil.Process(owner.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+            return found if len(found) == 2 else None
+
+        workers = _wait_for(pool_workers, 30, "two pool workers")
         owner.kill()
         owner.wait()
         _wait_for(lambda: _gone(workers), 10, "the pool workers to die with their owner")
@@ -183,9 +186,9 @@ def _cli(home: Path, marker: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OLMO3_HOME": str(home), TEST_MARKER: marker}
     for var in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         env.pop(var, None)
-    log = open(home.parent / "cli.log", "a")
-    return subprocess.Popen([sys.executable, "-m", "olmo3_cli.main", *args], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    with open(home.parent / "cli.log", "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "olmo3_cli.main", *args], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def _mlflow_statuses(home: Path) -> dict[str, str]:
@@ -213,6 +216,7 @@ def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signu
     cli = _cli(home, marker, "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000")
     try:
         _wait_for(lambda: _job_running(marker), 600, "the training job to start")
+        time.sleep(3)  # into training, past the job's start-up
         cli.send_signal(signum)
         assert cli.wait(timeout=60) in (128 + signum, -signum), (tmp_path / "cli.log").read_text()[-3000:]
         _wait_for(lambda: not _marked(marker), 15, "every process of the stopped run to end")
