@@ -106,9 +106,9 @@ def _set_up_stores(cfg: dict) -> None:
 
 
 # --- SIGTERM / SIGINT -------------------------------------------------------------------------------
-# `stop_signals_raise` turns both signals into `Stopped` in the main thread. By the time it reaches
-# `_run`, Prefect's engine has marked the flow run Crashed and `run_session` has killed the training
-# jobs and failed the MLflow parent run. What is left is done here.
+# `stop_signals_raise` turns both signals into `Stopped` in the main thread. When that happens during
+# the flow, by the time it reaches `_run` Prefect's engine has marked the flow run Crashed and
+# `run_session` has killed the training jobs and failed the MLflow parent run. The rest is done here.
 
 def _shut_down(signum: int, tracking_uri: str) -> None:
     """End everything this run started and every run it left RUNNING, then exit 128+signum.
@@ -143,11 +143,13 @@ def _doctor(dry_run: bool, tracking_uri: str | None) -> int:
     from olmo3_core.home import default_tracking_uri
 
     failed, flow_runs = procs.fail_runs_of_dead_owners(tracking_uri or default_tracking_uri(), dry_run)
+    if dry_run:
+        print(f"doctor: would mark {len(failed)} MLflow run(s) FAILED and crash their Prefect flow runs")
+        return 0
     crashed = procs.crash_prefect_runs(flow_runs, "owner process died; found by olmo3-flow doctor")
     for flow_run_id in crashed:
         print(f"Prefect flow run {flow_run_id}: owner gone; marked Crashed")
-    verb = "would mark" if dry_run else "marked"
-    print(f"doctor: {verb} {len(failed)} MLflow run(s) FAILED and {len(crashed)} Prefect flow run(s) Crashed")
+    print(f"doctor: marked {len(failed)} MLflow run(s) FAILED and {len(crashed)} Prefect flow run(s) Crashed")
     return 0
 
 

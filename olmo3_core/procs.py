@@ -5,9 +5,10 @@
 - `fail_runs_of_dead_owners()` (`olmo3-flow doctor`) and `end_runs_owned_by_this_process()` (a signal
   handler) mark RUNNING MLflow runs FAILED / KILLED and crash the Prefect flow and task runs named in
   their `prefect_flow_run_id` tag.
-- `start_guard()` starts a small watchdog process that dies with its parent (PR_SET_PDEATHSIG) and,
-  when it does, kills every process carrying this process's marker in its environment: what a
-  SIGKILLed CLI leaves behind (Prefect's temporary API server, Dask workers, anything spawned).
+- `start_guard()` starts a small watchdog process that is signalled when its parent dies
+  (PR_SET_PDEATHSIG) and then stops every process carrying the parent's marker in its environment:
+  what a SIGKILLed CLI leaves behind, such as Prefect's temporary API server.
+- `stop_signals_raise()` turns SIGTERM and SIGINT into a `Stopped` exception for the CLI to act on.
 """
 from __future__ import annotations
 

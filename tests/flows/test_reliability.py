@@ -168,6 +168,7 @@ def test_doctor_fails_runs_whose_owner_died_and_only_those(capsys):
     try:
         assert main(["doctor", "--dry-run"]) == 0
         assert set(statuses().values()) == {"RUNNING"}, "--dry-run only reports"
+        assert "would mark 2 MLflow run(s) FAILED" in capsys.readouterr().out
         assert main(["doctor"]) == 0
         assert statuses() == {"dead": "FAILED", "pid_reused": "FAILED", "alive": "RUNNING", "untagged": "RUNNING",
                               "other_host": "RUNNING"}
