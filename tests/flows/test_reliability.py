@@ -297,6 +297,8 @@ def test_canary_credentials_reach_no_store(tmp_path):
         cli = _cli(home, marker, "run", "preset=micro", "stages=[data]")
         assert cli.wait(timeout=600) == 0, (tmp_path / "cli.log").read_text()[-3000:]
         library = _python(f"""
+            from olmo3_core.home import configure_environment
+            configure_environment()  # Prefect under the home, as the CLI does; before Prefect is imported
             from olmo3_flows.model_flow import model_flow
             model_flow(overrides=["preset=micro", "stages=[data]",
                 "+data.storage_options.client_kwargs.endpoint_url=http://olmo:{in_values[0]}@127.0.0.1:9",
