@@ -69,8 +69,15 @@ def _python(script: str, marker: str, home: Path | None = None) -> subprocess.Po
                             stdout=subprocess.PIPE, text=True)
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:  # is_running also checks the start time, so a reused pid does not count
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _gone(procs: list[psutil.Process]) -> bool:
-    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+    return not any(_alive(p) for p in procs)
 
 
 # --- processes die with their owner -----------------------------------------------------------------
