@@ -3,12 +3,15 @@
     olmo3-flow run [--dry-run] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
+    olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 
@@ -33,6 +36,24 @@ def _dry_run(overrides: list[str]) -> int:
         status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
         print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
     return 0
+
+
+SECRETS_REFUSED = """refusing to run: these overrides carry credentials (shown masked):
+  {found}
+Overrides are stored as Prefect flow parameters and in MLflow, so credentials must not be passed
+this way. Give them through the environment instead: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+(/ AWS_SESSION_TOKEN) or AWS_PROFILE with ~/.aws/credentials for s3://, or the variables your fsspec
+backend reads; pass endpoints without user:password@ (e.g.
++storage.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000)."""
+
+
+def _refuse_secret_overrides(overrides: list[str]) -> None:
+    from olmo3_core.redaction import secret_overrides
+
+    found = secret_overrides(overrides)
+    if found:
+        print(SECRETS_REFUSED.format(found="\n  ".join(found)), file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _compose(overrides: list[str]):
@@ -67,12 +88,19 @@ def _preflight(overrides: list[str], memory: bool = True):
 
 
 def _run(overrides: list[str]) -> int:
-    _preflight(overrides)  # refuse what can be refused before Prefect starts anything
+    cfg, _, _ = _preflight(overrides)  # refuse what can be refused before Prefect starts anything
     from olmo3_flows.model_flow import model_flow
+    from olmo3_core import procs
     from olmo3_core.home import default_tracking_uri, project_home
 
     started = time.time()
-    uris = model_flow(overrides=overrides)
+    procs.start_guard()  # a SIGKILL of this process must not leave the Prefect server or workers behind
+    try:
+        with procs.stop_signals_raise():
+            _set_up_stores(cfg)
+            uris = model_flow(overrides=overrides)
+    except procs.Stopped as stop:
+        _shut_down(stop.signum, cfg.tracking.uri or default_tracking_uri())
     print(f"\nmodel flow finished in {time.time() - started:.0f}s. Exported models:")
     for name, uri in uris.items():
         if name.endswith("/export"):
@@ -84,6 +112,70 @@ def _run(overrides: list[str]) -> int:
         print(f"MLflow UI: mlflow ui --backend-store-uri {tracking} --port 5000, then")
     print(f"MLflow models (lineage in each version's description): {ui}/#/models?workflowType=machine_learning")
     print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
+    return 0
+
+
+def _set_up_stores(cfg) -> None:
+    """Create the MLflow schema and experiment and start Prefect's temporary server (which migrates its
+    database) under the home's setup lock: two runs starting at once on a fresh home would otherwise
+    both migrate the same SQLite databases and one of them crash. The server started here is the one
+    the flow then uses; with PREFECT_API_URL set, this only checks the server answers."""
+    from prefect.client.orchestration import get_client
+
+    from olmo3_core.home import setup_lock
+    from olmo3_core.runner import prepare_tracking
+
+    with setup_lock():
+        prepare_tracking(cfg)
+        with get_client(sync_client=True) as prefect:
+            prefect.hello()
+
+
+# --- SIGTERM / SIGINT -------------------------------------------------------------------------------
+# `stop_signals_raise` turns both signals into `Stopped` in the main thread. When that happens during
+# the flow, by the time it reaches `_run` Prefect's engine has marked the flow run Crashed and
+# `run_session` has killed the training jobs and failed the MLflow parent run. The rest is done here.
+
+def _shut_down(signum: int, tracking_uri: str) -> None:
+    """End everything this run started and every run it left RUNNING, then exit 128+signum.
+
+    Exits with os._exit: stage threads may still be blocked (a data stage waiting on its pool), and
+    a normal interpreter exit would wait for them. The guard process (`procs.start_guard`) then stops
+    the processes still carrying this run's marker: pool workers and Prefect's temporary server."""
+    from olmo3_core import procs
+    from olmo3_core.launch import terminate_running_jobs
+
+    procs.ignore_stop_signals()
+    reason = f"olmo3-flow run stopped by {signal.Signals(signum).name}"
+
+    def attempt(what: str, step, default):
+        try:
+            return step()
+        except Exception as exc:  # the rest of the shutdown must still happen; `olmo3-flow doctor` can finish it
+            print(f"{reason}: could not {what}: {exc}", file=sys.stderr)
+            return default
+
+    attempt("stop training jobs", terminate_running_jobs, 0)
+    flow_runs = attempt("mark MLflow runs KILLED", lambda: procs.end_runs_owned_by_this_process(tracking_uri, reason), [])
+    attempt("mark Prefect runs Crashed", lambda: procs.crash_prefect_runs(flow_runs, reason), [])
+    print(f"\n{reason}; its processes are being stopped", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _doctor(dry_run: bool, tracking_uri: str | None) -> int:
+    from olmo3_core import procs
+    from olmo3_core.home import default_tracking_uri
+
+    failed, flow_runs = procs.fail_runs_of_dead_owners(tracking_uri or default_tracking_uri(), dry_run)
+    if dry_run:
+        print(f"doctor: would mark {len(failed)} MLflow run(s) FAILED and crash their Prefect flow runs")
+        return 0
+    crashed = procs.crash_prefect_runs(flow_runs, "owner process died; found by olmo3-flow doctor")
+    for flow_run_id in crashed:
+        print(f"Prefect flow run {flow_run_id}: owner gone; marked Crashed")
+    print(f"doctor: marked {len(failed)} MLflow run(s) FAILED and {len(crashed)} Prefect flow run(s) Crashed")
     return 0
 
 
@@ -147,17 +239,23 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
+    doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
+    doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
+    doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
     if extra and args.command != "lineage":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run":
+        _refuse_secret_overrides(args.overrides)
         overrides = args.overrides + ([f"orchestration.verify={args.verify}"] if args.verify else [])
         return _dry_run(overrides) if args.dry_run else _run(overrides)
     if args.command == "lineage":
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":
         return stack.main(args)
+    if args.command == "doctor":
+        return _doctor(args.dry_run, args.tracking_uri)
     return _trace(args.shard, args.offset)
 
 

@@ -35,6 +35,8 @@ def summary_markdown(plan, manifests: dict[str, dict[str, Any]]) -> str:
 
 
 def _flow_tags() -> dict[str, str]:
+    """Tags of every MLflow run of this flow run; the owner tags let `olmo3-flow doctor` and the CLI's
+    signal handler find runs left RUNNING by a dead or stopped process."""
     return {"prefect_flow_run_id": str(flow_run.id), "prefect_flow_run_name": str(flow_run.name)}
 
 

@@ -1,8 +1,11 @@
 """One project home for Prefect, MLflow and artifacts, so tests can point everything at a temp dir."""
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 HOME_ENV = "OLMO3_HOME"
 
@@ -19,6 +22,21 @@ def default_storage_root() -> str:
 def default_tracking_uri() -> str:
     """`$MLFLOW_TRACKING_URI` (e.g. the stack's MLflow server), else SQLite under the project home."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_home() / 'mlflow.db'}"
+
+
+@contextmanager
+def setup_lock(home: Path | None = None) -> Iterator[None]:
+    """Hold the project home's setup lock (`flock` on `<home>/.setup.lock`, released if the holder
+    dies). Two runs starting at once on a fresh home would otherwise both create the MLflow SQLite
+    schema (and the experiment) and one of them crash; whoever holds the lock does it alone."""
+    home = home or project_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".setup.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def local_cache_dir() -> Path:

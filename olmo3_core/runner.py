@@ -21,16 +21,17 @@ from typing import Any
 from olmo3_core.artifacts import ArtifactStore, InvalidManifest, now_iso
 from olmo3_core.config.schema import FlowConfig, StorageConfig, TrainConfig
 from olmo3_core.config.typed import ConfigError, from_dict, to_dict
-from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir, project_home
+from olmo3_core.home import default_storage_root, default_tracking_uri, local_cache_dir, project_home, setup_lock
 from olmo3_core.kinds import MODEL_KINDS
 from olmo3_core.lineage import read_manifest
 from olmo3_core.model import count_parameters
 from olmo3_core.model.memory import MemoryEstimate, available_bytes, training_memory
 from olmo3_core.plan import KINDS, Plan, build_plan, code_digest, library_versions
+from olmo3_core.procs import owner_tags
 from olmo3_core.redaction import redact, redact_overrides
 from olmo3_core.stages import InputArtifact, StageContext
 from olmo3_core.stages.context import Execution, ProgressHook, no_progress
-from olmo3_core.tracking import FlowTracking, relocate_store
+from olmo3_core.tracking import FlowTracking, ensure_experiment, relocate_store
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,23 @@ def open_session(cfg: FlowConfig, overrides: list[str] | None = None, tags: dict
     store = make_store(cfg.storage)
     plan = plan or plan_for(cfg, store)
     check_memory(cfg, plan, store)
-    run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(redact_overrides(overrides or [])), **(tags or {})}
+    tags = {**owner_tags(), **(tags or {})}  # every run names its owner process, so `olmo3-flow doctor` can end orphans
+    run_tags = {"git_commit": git_commit(), "hydra_overrides": " ".join(redact_overrides(overrides or [])), **tags}
+    with setup_lock():
+        tracking_uri, experiment_id = prepare_tracking(cfg)
+    tracking = FlowTracking(tracking_uri, experiment_id, run_tags, to_dict(cfg), run_name)
+    return Session(cfg, plan, store, tracking, Execution(cfg.launch, cfg.storage.storage_options), tags)
+
+
+def prepare_tracking(cfg: FlowConfig) -> tuple[str, str]:
+    """The flow's tracking URI and experiment id, set up: a moved or copied home's own store re-pointed
+    at this home, the schema and the experiment created. Call under the home's setup lock."""
     tracking_uri, artifacts = cfg.tracking.uri or default_tracking_uri(), (project_home() / "mlartifacts").as_uri()
     own_store = project_home() / "mlflow.db"
     if tracking_uri == f"sqlite:///{own_store}" and cfg.tracking.artifact_location is None:
         for former in relocate_store(own_store, artifacts):
             log.warning("this project home was moved or copied: MLflow artifacts at %s now resolve under %s", former, artifacts)
-    tracking = FlowTracking(tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location, artifacts, run_tags,
-                            to_dict(cfg), run_name)
-    return Session(cfg, plan, store, tracking, Execution(cfg.launch, cfg.storage.storage_options), tags or {})
+    return tracking_uri, ensure_experiment(tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location, artifacts)
 
 
 def miss_reason(store: ArtifactStore, plan: Plan, name: str) -> str:

@@ -239,28 +239,33 @@ def relocate_store(db: Path, artifacts: str) -> list[str]:
     return former
 
 
-class FlowTracking:
-    """MLflow for one flow run: the experiment, the parent run, and a child run per stage."""
+def ensure_experiment(tracking_uri: str, experiment: str, artifact_location: str | None, default_artifacts: str) -> str:
+    """The experiment's id, creating the store's schema and the experiment (a model-training one) if
+    needed. `default_artifacts`: where a new experiment keeps run artifacts when no location is
+    configured and there is no tracking server (MLflow would otherwise use ./mlruns of the current
+    directory). Two processes must not do this at once on a fresh store (`olmo3_core.home.setup_lock`)."""
+    from mlflow.tracking import MlflowClient
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None, default_artifacts: str,
-                 tags: dict[str, str], config: dict[str, Any], run_name: str):
-        """`default_artifacts`: where a new experiment keeps run artifacts when no location is configured
-        and there is no tracking server (MLflow would otherwise use ./mlruns of the current directory)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    existing = client.get_experiment_by_name(experiment)
+    if existing:
+        if existing.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        return existing.experiment_id
+    if artifact_location is None and not tracking_uri.startswith("http"):
+        artifact_location = default_artifacts
+    return client.create_experiment(experiment, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+
+
+class FlowTracking:
+    """MLflow for one flow run: the parent run, and a child run per stage, in an existing experiment."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, tags: dict[str, str], config: dict[str, Any], run_name: str):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.tracking_uri = tracking_uri
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing:
-            self.experiment_id = existing.experiment_id
-            if existing.tags.get("mlflow.experimentKind") is None:
-                self.client.set_experiment_tag(self.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
-        else:
-            if artifact_location is None and not tracking_uri.startswith("http"):
-                artifact_location = default_artifacts
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location,
-                                                               tags=EXPERIMENT_KIND)
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         run = self.client.create_run(self.experiment_id, tags={MLFLOW_RUN_NAME: run_name, **tags})
         self.parent_run_id = run.info.run_id
         self.client.log_dict(self.parent_run_id, redact(config), "config.json")

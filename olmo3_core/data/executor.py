@@ -2,15 +2,18 @@
 
 Worker processes are spawned, not forked: the stage may run inside a threaded orchestrator (Prefect
 runs tasks in threads) and after the tokenizer's thread pool has started, where fork can deadlock.
+They die with the process that owns the pool (PR_SET_PDEATHSIG), so a killed flow leaves no workers.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from olmo3_core.data.config import DataConfig
+from olmo3_core.launch import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,8 +34,17 @@ def make_executor(cfg: DataConfig) -> Iterator[Executor]:
             if cluster is not None:
                 cluster.close()
         return
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_die_with_owner, initargs=(os.getpid(),)) as pool:
         yield pool
+
+
+def _die_with_owner(owner_pid: int) -> None:
+    """Pool worker initializer: killed when the pool's owner dies, or exit now if it already has.
+    (Linux signals the death of the thread that spawned the worker: the one using the pool.)"""
+    die_with_parent()
+    if os.getppid() != owner_pid:
+        os._exit(1)
 
 
 def map_ordered(executor: Executor, fn: Callable[[T], R], tasks: Sequence[T],

@@ -70,3 +70,23 @@ def test_dry_run_says_why_a_stage_is_not_cached(tmp_path, capsys):
     (web / "b.jsonl").write_text(f'{{"id": "new", "text": "{text} new"}}\n')
     assert main(["run", "--dry-run", *overrides]) == 0
     assert re.search(r"^data\s+.*to run \(input files changed: .*b\.jsonl\)$", capsys.readouterr().out, re.M)
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+@pytest.mark.parametrize("override", [
+    "+storage.storage_options.secret=canary-s3cr3t",
+    "+storage.storage_options.client_kwargs.endpoint_url=http://olmo:canary-s3cr3t@127.0.0.1:9000",
+    "+storage.storage_options.sasToken=canary-s3cr3t",
+])
+def test_run_refuses_credentials_in_overrides_before_anything_starts(override, dry_run, capsys):
+    artifacts = project_home() / "artifacts"
+    before = set(artifacts.rglob("*")) if artifacts.exists() else set()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *dry_run, "preset=micro", "stages=[data]", override])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "refusing to run" in captured.err and "AWS_SECRET_ACCESS_KEY" in captured.err
+    assert "canary-s3cr3t" not in captured.err + captured.out, "the refusal must not echo the secret"
+    assert "model:" not in captured.out, "nothing may be planned or run"
+    after = set(artifacts.rglob("*")) if artifacts.exists() else set()
+    assert after == before
