@@ -2,11 +2,11 @@
 `python -m olmo3_core.posttrain.trainers job.json` (a `PosttrainJob`) by the launcher.
 
 The chat template comes from `olmo3_core.chat` (the single definition), and is saved with the model.
+A logged loss that is not finite stops the job (`olmo3_core.train.health`): nothing is saved or published.
 """
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,20 +20,23 @@ from olmo3_core.launch import die_with_parent, report_progress
 from olmo3_core.posttrain import datasets
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages.jobs import JobOutputs, LossPoint, PosttrainJob
+from olmo3_core.train.health import check_loss, gated_main
 
 
 class ProgressCallback(TrainerCallback):
-    """Trainer logs -> tracker metrics, progress lines and the loss history."""
+    """Trainer logs -> tracker metrics, progress lines and the loss history; a non-finite loss stops
+    training with `LossGateFailed` (after it is logged, so the tracker shows it)."""
 
     def __init__(self, tracker, prefix: str):
         self.tracker, self.prefix, self.history = tracker, prefix, []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         scalars = {f"{self.prefix}/{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if "loss" in (logs or {}):
-            self.history.append(LossPoint(state.global_step, float(logs["loss"])))
         if self.tracker and scalars:
             self.tracker.log_metrics(scalars, step=state.global_step)
+        if "loss" in (logs or {}):
+            check_loss(self.prefix, state.global_step, float(logs["loss"]))
+            self.history.append(LossPoint(state.global_step, float(logs["loss"])))
         desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward") if isinstance((logs or {}).get(k), (int, float)))
         report_progress(state.global_step, state.max_steps, desc)
 
@@ -47,6 +50,7 @@ def common_args(job: PosttrainJob) -> dict[str, Any]:
         "learning_rate": cfg.lr,
         "lr_scheduler_type": "cosine",
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # the default logs a NaN/inf step as the window's mean, hiding it from the gate
         "save_strategy": "no",
         "report_to": [],
         "seed": cfg.seed,
@@ -137,7 +141,7 @@ def train(job: PosttrainJob) -> dict[str, float]:
 
 
 def main() -> None:
-    train(PosttrainJob.read(Path(sys.argv[-1])))
+    gated_main(lambda job_file: train(PosttrainJob.read(job_file)))
 
 
 if __name__ == "__main__":
