@@ -205,7 +205,7 @@ def _mix_and_describe(cfg: DataConfig, reports, drops: Drops, sources: dict[str,
     for n, rep in enumerate(reports):
         dups[rep.source].update(d.reason for d in drops[n].values())
     sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s],
-                                                                   sources[s])
+                                                                   sources[s], out)
                                          for s in cfg.sources}, "mixes": {}, "notes": notes,
                              "tokenizer": {"vocab_size": vocab, "train_chars": cfg.tokenizer.train_chars}}
     for mix in MIX_NAMES:

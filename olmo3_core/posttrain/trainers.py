@@ -131,13 +131,15 @@ def train(job: PosttrainJob) -> dict[str, float]:
     out = Path(job.output_dir) / "model"
     trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    trainer.save_model(str(out))
+    # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
+    # work path, so two project homes would publish different bytes (the step's config is in the manifest)
+    trainer.model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
-               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
-               "wall_s": time.time() - t0}
-    JobOutputs(summary, callback.history).write(Path(job.output_dir))
-    return summary
+               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows))}
+    timing = {"wall_s": time.time() - t0}
+    JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    return summary | timing
 
 
 def main() -> None:

@@ -127,13 +127,13 @@ def train(job: TrainJob) -> dict[str, float]:
 
     wall = time.time() - t0
     summary = {"final_loss": history[-1] if history else float("nan"), "steps": float(steps), "resumed_from": float(start),
-               "tokens_seen": float(steps * tokens_per_step), "wall_s": wall,
-               "tokens_per_s": (steps - start) * tokens_per_step / max(wall, 1e-9)}
+               "tokens_seen": float(steps * tokens_per_step)}
+    timing = {"wall_s": wall, "tokens_per_s": (steps - start) * tokens_per_step / max(wall, 1e-9)}
     if rank == 0:
         _save(engine, tokenizer, out / "model")
-        JobOutputs(summary, [LossPoint(start + i + 1, loss) for i, loss in enumerate(history)]).write(out)
+        JobOutputs(summary, [LossPoint(start + i + 1, loss) for i, loss in enumerate(history)], timing).write(out)
     torch.distributed.barrier()
-    return summary
+    return summary | timing
 
 
 def _resume(engine, ckpt_dir: Path) -> int:
