@@ -4,8 +4,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from olmo3_core.config.compose import compose_config
 from olmo3_core.config.schema import LaunchConfig
+from olmo3_core.plan import build_plan
 from olmo3_core.posttrain.trainers import ProgressCallback
+from olmo3_core.runner import make_store, run_plan
 from olmo3_core.stages.jobs import JobOutputs
 from olmo3_core.train import loop
 from olmo3_core.train.health import LossGateFailed, check_loss, run_gated_job
@@ -59,3 +62,17 @@ def test_pretrain_loss_above_the_ceiling_after_warmup_fails_naming_the_step(corp
                                              r"\(warmup ended at step 2\); not publishing$"):
         run_gated_job(loop, job, out / "work", ONE, print)
     _assert_nothing_to_publish(out)
+
+
+@pytest.mark.slow
+def test_a_diverged_pretrain_stage_is_not_published(tmp_path):
+    """Through the runner: the stage fails with the gate's message and its artifact has no manifest,
+    so neither a downstream stage nor a rerun can take it for a finished model."""
+    cfg = compose_config(["preset=micro", "stages=[pretrain]", "pretrain.lr=inf", "pretrain.max_steps=5",
+                          f"storage.root={tmp_path / 'artifacts'}"])
+    with pytest.raises(LossGateFailed, match=r"^pretrain: loss is nan at step \d+; not publishing$"):
+        run_plan(cfg)
+    assert {p.parent.parent.name for p in (tmp_path / "artifacts").glob("*/*/artifact.json")} == {"data"}
+    spec = build_plan(cfg).stages["pretrain"]
+    assert make_store(cfg.storage).load_manifest(spec.kind, spec.fingerprint) is None
+    assert not (tmp_path / "artifacts" / "pretrain" / spec.fingerprint / "model").exists()
