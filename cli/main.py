@@ -18,16 +18,19 @@ from olmo3_core.home import configure_environment
 
 def _dry_run(overrides: list[str]) -> int:
     from olmo3_core.model import count_parameters
-    from olmo3_core.runner import make_store, plan_for
+    from olmo3_core.model.memory import available_bytes
+    from olmo3_core.runner import memory_needed, miss_reason
 
-    cfg = _compose(overrides)
-    store = make_store(cfg.storage)
-    plan = plan_for(cfg, store)
+    cfg, store, plan = _preflight(overrides, memory=False)
     params = count_parameters(cfg.model)
     print(f"model: {params / 1e9:.2f}B parameters ({params:,}); artifacts under {store.root}")
+    need, (have, what) = memory_needed(cfg, plan, store), available_bytes()
+    if need:
+        verdict = "fits" if need.bytes <= have else "does NOT fit: `run` refuses it unless launch.check_memory=false"
+        print(f"training memory: {need.describe()}; this machine has {have / 2**30:.1f} GiB {what}: {verdict}")
     print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")
     for name, spec in plan.stages.items():
-        status = "cached" if store.load_manifest(spec.kind, spec.fingerprint) else "to run"
+        status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
         print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
     return 0
 
@@ -43,10 +46,30 @@ def _compose(overrides: list[str]):
         raise SystemExit(2) from None
 
 
+def _preflight(overrides: list[str], memory: bool = True):
+    """Config, store and plan, with everything that can be refused before compute refused here, clearly:
+    bad config, input globs that match nothing, a fork from a damaged artifact, a model that won't fit."""
+    from olmo3_core.artifacts import InvalidManifest
+    from olmo3_core.config.typed import ConfigError
+    from olmo3_core.lineage import LineageError
+    from olmo3_core.runner import ResourceError, check_memory, make_store, plan_for
+
+    cfg = _compose(overrides)
+    try:
+        store = make_store(cfg.storage)
+        plan = plan_for(cfg, store)
+        if memory:
+            check_memory(cfg, plan, store)
+    except (ConfigError, ResourceError, LineageError, InvalidManifest) as exc:
+        print(f"{'config error' if isinstance(exc, ConfigError) else 'cannot run'}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg, store, plan
+
+
 def _run(overrides: list[str]) -> int:
-    _compose(overrides)  # fail on a bad config before Prefect starts anything
+    _preflight(overrides)  # refuse what can be refused before Prefect starts anything
     from olmo3_flows.model_flow import model_flow
-    from olmo3_core.home import project_home
+    from olmo3_core.home import default_tracking_uri, project_home
 
     started = time.time()
     uris = model_flow(overrides=overrides)
@@ -55,7 +78,11 @@ def _run(overrides: list[str]) -> int:
         if name.endswith("/export"):
             print(f"  {name.split('/')[0]:<10} {uri}/model")
     print(f"\nLineage:   olmo3-flow lineage {next((u for n, u in uris.items() if n.endswith('/export')), '<uri>')}/model")
-    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{project_home() / 'mlflow.db'} --port 5000")
+    tracking = default_tracking_uri()
+    ui = tracking if tracking.startswith("http") else "http://127.0.0.1:5000"
+    if not tracking.startswith("http"):
+        print(f"MLflow UI: mlflow ui --backend-store-uri {tracking} --port 5000, then")
+    print(f"MLflow models (lineage in each version's description): {ui}/#/models?workflowType=machine_learning")
     print(f"Prefect UI: PREFECT_HOME={project_home() / 'prefect'} prefect server start")
     return 0
 
@@ -110,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the model flow (Hydra overrides, e.g. preset=micro posttrain.instruct.sft.lr=1e-4)")
     run.add_argument("--dry-run", action="store_true", help="print the plan, fingerprints and cache status only")
+    run.add_argument("--verify", choices=("fast", "full"),
+                     help="how cached artifacts are checked before reuse (orchestration.verify; full re-hashes every file)")
     run.add_argument("overrides", nargs="*")
     lin = sub.add_parser("lineage", help="show where an artifact or exported model came from")
     lin.add_argument("target")
@@ -123,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "lineage":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run":
-        return _dry_run(args.overrides) if args.dry_run else _run(args.overrides)
+        overrides = args.overrides + ([f"orchestration.verify={args.verify}"] if args.verify else [])
+        return _dry_run(overrides) if args.dry_run else _run(overrides)
     if args.command == "lineage":
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":

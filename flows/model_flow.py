@@ -5,11 +5,13 @@ model artifact with the same machinery.
 from __future__ import annotations
 
 import logging
-import threading
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.futures import wait
 from prefect.runtime import flow_run
 
@@ -41,18 +43,41 @@ def _open(cfg, overrides: list[str], plan=None) -> Session:
     return open_session(cfg, overrides, tags=_flow_tags(), plan=plan, run_name=str(flow_run.name))
 
 
+@contextmanager
+def stage_slots(limit: int):
+    """A Prefect concurrency limit of `limit` stages for this flow run, as a task tag.
+
+    Prefect holds a tagged task run in Pending until a slot is free, so the UI shows a queued stage
+    as waiting and a task run's Running time is its work (a lock inside the task would show it Running)."""
+    tag = f"olmo3-stages-{flow_run.id}"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=f"tag:{tag}", limit=limit))
+        try:
+            yield tag
+        finally:
+            client.delete_global_concurrency_limit_by_name(f"tag:{tag}")
+
+
 def run_session(session: Session) -> dict[str, str]:
     """Submit every stage of the session's plan as a task, parents first; return stage -> artifact URI."""
     cfg = session.cfg
     get_run_logger().info("plan: %s; MLflow parent run %s", ", ".join(session.plan.stages), session.tracking.parent_run_id)
-    gate = threading.Semaphore(cfg.orchestration.max_parallel_stages)
-    task = run_stage.with_options(retries=cfg.orchestration.retries, retry_delay_seconds=2)
+    with stage_slots(cfg.orchestration.max_parallel_stages) as tag:
+        manifests = _run_stages(session, run_stage.with_options(retries=cfg.orchestration.retries, retry_delay_seconds=2,
+                                                                tags=[tag]))
+    create_markdown_artifact(markdown=summary_markdown(session.plan, manifests), key="model-flow-summary",
+                             description="Stages, fingerprints and artifacts of this flow run")
+    return {name: m["uri"] for name, m in manifests.items()}
+
+
+def _run_stages(session: Session, task) -> dict[str, dict[str, Any]]:
+    """Every stage as a task run, parents first; closes the session's MLflow run either way."""
     futures: dict[str, Any] = {}
     ok = False
     try:
         for name, spec in session.plan.stages.items():
             futures[name] = task.with_options(task_run_name=name).submit(
-                session, name, gate, wait_for=[futures[p] for p in spec.parents if p in futures])
+                session, name, wait_for=[futures[p] for p in spec.parents if p in futures])
         wait(list(futures.values()))  # a failed stage does not cut the independent branches short
         manifests = {name: future.result() for name, future in futures.items()}
         ok = True
@@ -63,9 +88,7 @@ def run_session(session: Session) -> dict[str, str]:
         raise
     finally:
         close_session(session, ok)
-    create_markdown_artifact(markdown=summary_markdown(session.plan, manifests), key="model-flow-summary",
-                             description="Stages, fingerprints and artifacts of this flow run")
-    return {name: m["uri"] for name, m in manifests.items()}
+    return manifests
 
 
 @flow(name="model-flow", log_prints=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import fsspec
 
-from olmo3_core.artifacts import MANIFEST
+from olmo3_core.artifacts import MANIFEST, InvalidManifest, parse_manifest
 
 
 class LineageError(LookupError):
@@ -19,20 +19,27 @@ class LineageError(LookupError):
 
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    where = f"{uri.rstrip('/')}/{MANIFEST}"
     try:
-        with fsspec.open(f"{uri.rstrip('/')}/{MANIFEST}", "r", **(storage_options or {})) as fh:
-            return json.load(fh)
+        with fsspec.open(where, "r", **(storage_options or {})) as fh:
+            return parse_manifest(fh.read(), where)
     except FileNotFoundError as exc:
         raise LineageError(f"no complete artifact at {uri} (no {MANIFEST})") from exc
+    except InvalidManifest as exc:
+        raise LineageError(str(exc)) from exc
 
 
 def find_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of the artifact a local path belongs to (an exported model dir, a file in it, ...)."""
+    """The manifest of the artifact a local path belongs to (an exported model dir, a file in it, ...).
+
+    Inside a store the enclosing artifact.json decides, wherever the store has been moved; only a model
+    copied out of the store falls back to the artifact URI its `lineage.json` recorded."""
     here = Path(path).resolve()
     for candidate in [here, *here.parents]:
         if (candidate / MANIFEST).is_file():
-            return json.loads((candidate / MANIFEST).read_text())
-        if (candidate / "lineage.json").is_file():  # an exported model copied out of the store
+            return read_manifest(str(candidate))
+    for candidate in [here, *here.parents]:
+        if (candidate / "lineage.json").is_file():
             return read_manifest(json.loads((candidate / "lineage.json").read_text())["artifact_uri"])
     raise LineageError(f"{path} is not inside an artifact (no {MANIFEST} or lineage.json found above it)")
 
@@ -64,6 +71,8 @@ def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fingerprint": m["fingerprint"],
             "uri": m["uri"],
             "mlflow_run_id": m.get("mlflow", {}).get("run_id"),
+            "mlflow_experiment_id": m.get("mlflow", {}).get("experiment_id"),
+            "metrics": m.get("metrics", {}),
             "prefect_flow_run_id": m.get("prefect_flow_run_id"),
             "upstream": [u["stage"] for u in m.get("upstream", [])],
             "raw_inputs": m.get("raw_inputs", []),

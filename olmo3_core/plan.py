@@ -17,15 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from olmo3_core.config.schema import (DPOStageConfig, EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig,
-                                      RLVRStageConfig, SFTStageConfig, TrainStageConfig)
-from olmo3_core.config.typed import from_dict, to_dict
+from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PosttrainStageConfig,
+                                      TrainStageConfig)
+from olmo3_core.config.typed import ConfigError, from_dict, to_dict
 from olmo3_core.data import stage as data_stage
 from olmo3_core.data.config import DataConfig
 from olmo3_core.evaluation import stage as eval_stage
 from olmo3_core.export import stage as export_stage
 from olmo3_core.inputs import FileIdentity, identify_all
-from olmo3_core.kinds import BASE_TRAINING, STAGE_KINDS, init_from
+from olmo3_core.kinds import BASE_TRAINING, POSTTRAIN_STEPS, STAGE_KINDS, init_from
 from olmo3_core.launch import validate_hostfile
 from olmo3_core.posttrain import stage as posttrain_stage
 from olmo3_core.problems.evalsets import local_files
@@ -49,9 +49,7 @@ class StageKind:
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("data", data_stage.run, DataConfig),
     *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING),
-    StageKind("sft", posttrain_stage.run, SFTStageConfig),
-    StageKind("dpo", posttrain_stage.run, DPOStageConfig),
-    StageKind("rlvr", posttrain_stage.run, RLVRStageConfig),
+    *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS),
     StageKind("eval", eval_stage.run, EvalStageConfig),
     StageKind("export", export_stage.run, ExportStageConfig),
 )}
@@ -189,6 +187,14 @@ def fingerprint(kind: str, config: Any, upstream: dict[str, str], files: tuple[F
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def _identify(key: str, patterns: list[str], storage_options: dict[str, Any], source: str) -> list[FileIdentity]:
+    """The files `patterns` (the value of config key `key`) match, by content; an error names the key."""
+    try:
+        return identify_all(patterns, storage_options, source)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
 def _eval_files(names: list[str], source: str) -> list[FileIdentity]:
     return [f for name in names for f in identify_all(local_files(name), {}, f"{source}:{name}")]
 
@@ -196,8 +202,8 @@ def _eval_files(names: list[str], source: str) -> list[FileIdentity]:
 def data_files(data: DataConfig) -> tuple[FileIdentity, ...]:
     """Every file the data stage reads: source files and globs, decontamination files and eval copies."""
     files = [f for name, src in data.sources.items() if src.kind in ("files", "pdf")
-             for f in identify_all(src.paths, {**data.storage_options, **src.storage_options}, name)]
-    files += identify_all(data.decontam.files, data.storage_options, "decontam")
+             for f in _identify(f"data.sources.{name}.paths", src.paths, {**data.storage_options, **src.storage_options}, name)]
+    files += _identify("data.decontam.files", data.decontam.files, data.storage_options, "decontam")
     files += _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam")
     return tuple(files)
 
@@ -217,7 +223,7 @@ def build_plan(cfg: FlowConfig, fork_from: dict[str, Any] | None = None) -> Plan
         return _graph(cfg, Plan()).select(cfg.stages)
     full = _graph(cfg, Plan())
     if fork_from["stage"] not in full.stages:
-        raise ValueError(f"cannot fork from {fork_from['stage']!r}: this flow's graph has {list(full.stages)}")
+        raise ConfigError(f"fork_from: cannot fork from {fork_from['stage']!r}: this flow's graph has {list(full.stages)}")
     forked = _graph(cfg, Plan(pinned={fork_from["stage"]: fork_from}))
     return forked.select(cfg.stages, superseded=full.ancestors(fork_from["stage"]))
 
@@ -238,8 +244,8 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         model, steps = base_model, []
         for step in spec.steps:
             step_cfg = getattr(spec, step)
-            config = KINDS[step].config_type(step=step_cfg, template=spec.template)
-            files = identify_all(step_cfg.files, cfg.storage.storage_options, "files")
+            config = PosttrainStageConfig(template=spec.template, **{step: step_cfg})
+            files = _identify(f"posttrain.{branch}.{step}.files", step_cfg.files, cfg.storage.storage_options, "files")
             if step == "rlvr" and step_cfg.gsm8k_train:
                 files += _eval_files(["gsm8k_train"], step)
             model = plan.add(f"{branch}/{step}", step, branch, config, (model,), tuple(files))

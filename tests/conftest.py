@@ -48,6 +48,23 @@ def s3_bucket(s3_endpoint):
     return fs, name
 
 
+@pytest.fixture
+def stack_home(tmp_path, monkeypatch):
+    """A fresh project home and free loopback ports for the local stack, in os.environ (in-process
+    calls) and for subprocesses; whatever the test left running of that stack is stopped after it."""
+    from olmo3_cli import stack
+    from olmo3_core.launch import free_port
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("OLMO3_HOME", str(home))
+    for service in stack.SERVICES:
+        monkeypatch.setenv(service.port_env, str(free_port()))
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    yield home
+    stack.down()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Leave no process behind: servers a test started (Prefect's temporary API server among them,
     which Prefect only stops from an atexit hook) are ended with the session."""

@@ -123,6 +123,23 @@ def _check_data(cfg: DataConfig) -> None:
         _require(mix.preset is None or mix.preset in cfg.presets, f"data.mixes.{name}.preset {mix.preset!r} is not in data.presets")
 
 
+def _resolve_decontam(cfg: FlowConfig) -> None:
+    """One source of truth: decontamination checks what the eval stage evaluates, with its seed."""
+    d, evaluated = cfg.data.decontam, {name: n for name, n in cfg.eval.sets.items() if n > 0}
+    if d.seed is None:
+        d.seed = cfg.eval.seed
+    elif "procedural_math" in evaluated and d.seed != cfg.eval.seed:
+        raise ConfigError(f"data.decontam.seed ({d.seed}) differs from eval.seed ({cfg.eval.seed}): the procedural_math "
+                          f"items evaluated would not be the ones checked; leave data.decontam.seed null")
+    if d.sets is None:
+        d.sets = {name: max(n, evaluated.get(name, 0)) for name, n in {**d.extra_sets, **evaluated}.items()}
+    for name, n in evaluated.items():
+        if d.sets.get(name, 0) < n and name not in d.unchecked_eval_sets:
+            raise ConfigError(f"eval.sets.{name} evaluates {n} items but data.decontam.sets checks {d.sets.get(name, 0)}: "
+                              f"raise it, leave data.decontam.sets null (derived from eval.sets), or allow it "
+                              f"with data.decontam.unchecked_eval_sets=[{name}]")
+
+
 def compose_config(overrides: Sequence[str] = ()) -> FlowConfig:
     """Hydra overrides -> validated, typed flow config. Raises `ConfigError` naming the key."""
     raw = _hydra_compose(overrides)
@@ -130,4 +147,5 @@ def compose_config(overrides: Sequence[str] = ()) -> FlowConfig:
     cfg = _typed(raw)
     check_ranges(cfg, "")
     _check_consistency(cfg)
+    _resolve_decontam(cfg)
     return cfg

@@ -150,12 +150,16 @@ class LaunchConfig:
     launcher: str = one_of("torchrun", "torchrun", "deepspeed")
     hostfile: Optional[str] = None
     timeout_s: int = gt0(7200)
+    check_memory: bool = True  # refuse, before compute, a model whose training would not fit in this machine's memory
 
 
 @dataclass
 class OrchestrationConfig:
     max_parallel_stages: int = gt0(1)
     retries: int = ge0(1)
+    # how a cached artifact is checked before reuse: fast (sizes, and sha256 of files changed since they
+    # were last hashed) | full (re-read and hash every file)
+    verify: str = one_of("fast", "fast", "full")
 
 
 @dataclass
@@ -190,21 +194,19 @@ class TrainStageConfig:
 
 
 @dataclass
-class SFTStageConfig:
-    step: SFTConfig = field(default_factory=SFTConfig)
+class PosttrainStageConfig:
+    """sft, dpo, rlvr: the line's chat template and the step's config, in the one field named by the
+    stage's kind (the others stay None)."""
+
     template: str = "instruct"
+    sft: Optional[SFTConfig] = None
+    dpo: Optional[DPOConfig] = None
+    rlvr: Optional[RLVRConfig] = None
 
-
-@dataclass
-class DPOStageConfig:
-    step: DPOConfig = field(default_factory=DPOConfig)
-    template: str = "instruct"
-
-
-@dataclass
-class RLVRStageConfig:
-    step: RLVRConfig = field(default_factory=RLVRConfig)
-    template: str = "instruct"
+    @property
+    def step(self) -> Any:
+        (step,) = [s for s in (self.sft, self.dpo, self.rlvr) if s is not None]
+        return step
 
 
 @dataclass

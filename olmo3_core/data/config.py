@@ -51,9 +51,17 @@ class DecontamConfig:
     min_overlap: float = gt0(0.5)  # fraction of an eval item's n-grams found in a doc to flag it
     mode: str = one_of("remove", "remove", "mask")
     mask_with: str = "|||EVAL_OVERLAP|||"
-    sets: Dict[str, int] = field(default_factory=lambda: {"procedural_math": 200, "humaneval": 164, "gsm8k_test": 1319})
+    # Eval set -> items checked. None (default): what the eval stage evaluates (`eval.sets`) plus
+    # `extra_sets`, resolved at compose time. Given explicitly, it must cover every eval set's items
+    # (a config error otherwise) unless that set is named in `unchecked_eval_sets`.
+    sets: Optional[Dict[str, int]] = None
+    extra_sets: Dict[str, int] = field(default_factory=lambda: {"humaneval": 164, "gsm8k_test": 1319})  # whole public test sets
+    unchecked_eval_sets: List[str] = field(default_factory=list)
     files: List[str] = field(default_factory=list)  # extra eval JSONL (text or prompt/answer fields)
-    seed: int = 1234  # must match the eval stage's seed for procedural_math
+    seed: Optional[int] = None  # None: eval.seed (which procedural_math items the eval draws)
+    min_question_ngrams: int = gt0(3)  # a question with fewer distinctive n-grams is too generic to match on
+    template_items: int = gt0(3)  # an n-gram in this many eval questions is template wording, not evidence
+    min_run: int = gt0(4)  # consecutive question n-grams a document must quote to count
 
 
 @dataclass

@@ -19,6 +19,15 @@ def _input_name(uri: str, out: Path) -> str:
     return Path(uri).relative_to(out).as_posix() if Path(uri).is_relative_to(out) else uri
 
 
+def _distinct_items(reports: list[ShardReport]) -> dict[str, int]:
+    """Per eval set, how many of its items were found in at least one document."""
+    found: dict[str, set[int]] = {}
+    for report in reports:
+        for name, indices in report.decontam_items.items():
+            found.setdefault(name, set()).update(indices)
+    return {name: len(indices) for name, indices in sorted(found.items())}
+
+
 def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs, out: Path) -> dict[str, Any]:
     """One source's totals; `dups` counts dedup reasons for its documents; `out` is the artifact dir."""
     total = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
@@ -41,6 +50,7 @@ def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs, ou
         "decontam": {"docs": sum(n for k, n in removed.items() if k.startswith("decontam:")) + total("decontam_masked"),
                      "masked_docs": total("decontam_masked"), "ngrams": total("decontam_ngrams"),
                      "items_by_set": merged("decontam_sets"),
+                     "distinct_items_by_set": _distinct_items(reports),
                      "matched": [hit for r in reports for hit in r.decontam_hits][:100]},
     }
 
@@ -62,8 +72,8 @@ def markdown(sheet: dict[str, Any]) -> str:
         f"quarantine:{k}": v for k, v in s["quarantined"].items()}}.items()]
     hits = [(n, h) for n, s in sheet["sources"].items() for h in s["decontam"]["matched"]]
     lines += ["", f"**Decontamination** ({len(hits)} documents matched eval sets)", ""]
-    lines += [f"- {n}: `{h['id']}` matched {h['items']} item(s) of {', '.join(h['sets'])} with {h['ngrams']} n-grams, "
-              f"{'removed' if h['removed'] else 'masked'}" for n, h in hits[:20]]
+    lines += [f"- {n}: `{h['id']}` matched " + ", ".join(f"{s} items {ids}" for s, ids in h["matched"].items())
+              + f" with {h['ngrams']} n-grams, {'removed' if h['removed'] else 'masked'}" for n, h in hits[:20]]
     lines += ["", "**Mixes (achieved vs target token share)**", "", "| mix | source | target | achieved | tokens | docs (unique) | epochs |",
               "|---|---|---|---|---|---|---|"]
     for mix, m in sheet["mixes"].items():

@@ -54,7 +54,8 @@ class ShardReport:
     decontam_ngrams: int = 0
     decontam_masked: int = 0  # documents kept with eval overlaps masked (decontam mode: mask)
     decontam_hits: list = field(default_factory=list)  # first MAX_HITS matched documents, for the datasheet
-    decontam_sets: Counter = field(default_factory=Counter)
+    decontam_sets: Counter = field(default_factory=Counter)  # (document, eval item) matches per eval set
+    decontam_items: dict = field(default_factory=dict)  # eval set -> indices of its items found in documents
     ids: list[str] = field(default_factory=list)  # kept documents, in documents-file order
     hashes: list[str] = field(default_factory=list)
     signatures: np.ndarray | None = None
@@ -80,6 +81,8 @@ def _record_decision(report: ShardReport, doc: dict, attributes: dict, reason: s
     if decon.get("items"):
         report.decontam_ngrams += decon["ngrams"]
         report.decontam_sets.update(decon["sets"])
+        for name, indices in decon["matched"].items():
+            report.decontam_items.setdefault(name, set()).update(indices)
         report.decontam_masked += reason is None
         if len(report.decontam_hits) < MAX_HITS:
             report.decontam_hits.append({"id": doc["id"], "removed": bool(reason), **decon})

@@ -25,7 +25,20 @@ C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", 
 PUNCTUATION = string.punctuation + "…“”‘’«»–—"
 ALPHA_WORD = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-delimited word containing a letter
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+# A sentence ends at . ! or ? (repeated or not), possibly inside closing quotes or brackets: `end.)`,
+# `"end."`, `end.”` and `(see above.)` all close a sentence; `3.14` and `e.g.,` do not.
+SENTENCE_END = re.compile(r"""[.!?]+["'”’)\]]*(?=\s|$)""")
+# A line of program text. Hard-wrapped prose breaks lines after commas and before any word, so only
+# signals that survive wrapping count: statements that prose does not start with, compound
+# statements closed by a colon, decorators, lines closed by an opening bracket or brace, and
+# assignments (a semicolon also ends clauses of legal prose, so it is no signal).
+CODE_LINE = re.compile(r"""
+    (?:def\s+\w+\s*\( | class\s+\w+\s*[(:] | import\s+\w | from\s+[\w.]+\s+import\b | return\b | raise\b | yield\b
+       | (?:if|elif|else|for|while|with|try|except|finally)\b.*:
+       | (?:var|let|const)\s+\w+\s*= | function\b.*\( | \#include\b | @\w+
+       | .*[{(\[]
+       | [\w.\[\]'"]+\s*[-+*/|&]?=\s*[^=\s].*
+    )$""", re.VERBOSE)
 CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 PII_PATTERNS = {
     "email": (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b"), "|||EMAIL_ADDRESS|||"),
@@ -293,6 +306,18 @@ class C4(Processor):
             ("curly_bracket", not (p["filter_curly_bracket"] and a["curly_bracket"])),
             ("too_few_sentences", a["sentences"] >= p["min_sentences"]),
         ])
+
+
+@register("code_lines")
+class CodeLines(Processor):
+    """Program text pasted where prose belongs: too large a share of its lines read as code."""
+
+    defaults = {"max_ratio": 0.2}
+
+    def __call__(self, doc):
+        lines = [line.strip() for line in doc["text"].split("\n") if line.strip()]
+        ratio = sum(bool(CODE_LINE.fullmatch(line)) for line in lines) / max(len(lines), 1)
+        return {"code_line_ratio": round(ratio, 4)}, self.first_failure([("too_many", ratio <= self.p["max_ratio"])])
 
 
 @register("pii")

@@ -179,8 +179,13 @@ def run(ctx: StageContext) -> StageResult:
     cfg: DataConfig = ctx.config
     out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, notes = load_eval_items(cfg.decontam, cfg.storage_options)
-    decontaminator = Decontaminator(cfg.decontam, items) if items else None
+    items, notes = load_eval_items(cfg.decontam, cfg.storage_options)  # sets and seed resolved at compose time
+    d = cfg.decontam
+    decontaminator = Decontaminator(d, items, min_question_ngrams=d.min_question_ngrams, template_items=d.template_items,
+                                    min_run=d.min_run) if items else None
+    if decontaminator:
+        notes += [f"decontamination: {n} {name} questions are too short or generic to match on (not checked)"
+                  for name, n in sorted(decontaminator.unmatchable.items())]
     tasks, raw = plan_shards(cfg, ctx.files, out, decontaminator)
     with make_executor(cfg) as executor:
         raw_inputs = map_ordered(executor, _digest, raw, ctx.progress, "hash raw inputs")

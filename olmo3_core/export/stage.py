@@ -14,6 +14,7 @@ from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template, template_digest
 from olmo3_core.config.schema import ExportStageConfig
 from olmo3_core.lineage import summarize, walk
 from olmo3_core.stages import StageContext, StageResult
+from olmo3_core.tracking import lineage_table
 
 MODEL_CARD = """---
 library_name: transformers
@@ -52,7 +53,13 @@ def run(ctx: StageContext) -> StageResult:
     evals = json.loads((ctx.input("eval").path / "results.json").read_text())["results"] if "eval" in ctx.inputs else {}
     (out / "README.md").write_text(_model_card(ctx, template, chain, evals))
     sample = smoke_test(out)
-    ctx.tracker.register_model(config.registered_model, out)
+    data = next((r for r in chain if r["kind"] == "data"), {})
+    scores = {f"eval/{name}/{m}": r[m] for name, r in evals.get(model_input.kind, {}).items() for m in ("accuracy", "perplexity")}
+    ctx.tracker.register_model(
+        config.registered_model, out, description=_registry_description(ctx, chain), metrics=scores,
+        tags={"fingerprint": ctx.fingerprint, "data_fingerprint": data.get("fingerprint", ""), "line": config.line,
+              "template_hash": template_digest(template), "git_commit": model_input.manifest.get("git_commit", ""),
+              "artifact_uri": ctx.uri})
     return StageResult(metrics={"parameters": float(sample["parameters"])},
                        report_markdown=f"### {ctx.name}\n\nExported to `{out}`.\n\nSample: `{sample['text']!r}`\n")
 
@@ -81,6 +88,12 @@ def smoke_test(model_dir) -> dict:
         gen = model.generate(**ids, max_new_tokens=12)
     text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     return {"text": text, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _registry_description(ctx: StageContext, chain: list[dict]) -> str:
+    return (f"**{ctx.config.registered_model}**, exported by `{ctx.name}` (fingerprint `{ctx.fingerprint[:12]}`) "
+            f"to `{ctx.uri}`.\n\nLineage, from this model back to the data and its raw inputs:\n\n"
+            + lineage_table(ctx.tracker.tracking_uri, chain))
 
 
 def _model_card(ctx: StageContext, template: str, chain: list[dict], evals: dict) -> str:

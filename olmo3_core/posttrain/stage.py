@@ -17,13 +17,12 @@ def run(ctx: StageContext) -> StageResult:
     (upstream,) = ctx.inputs.values()  # the model this step continues from
     job = PosttrainJob(
         kind=ctx.kind,
-        template=ctx.config.template,
+        config=ctx.config,
         init_model_dir=str(upstream.path / "model"),
         output_dir=str(ctx.output_dir),
         work_dir=str(ctx.output_dir / "work"),
         storage_options=ctx.execution.storage_options,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
-        **{ctx.kind: ctx.config.step},
     )
     launch = dataclasses.replace(ctx.execution.launch, nprocs=1, hostfile=None)  # TRL jobs: one process
     run_gated_job(trainers, job, ctx.output_dir / "work", launch, log.info, ctx.progress)

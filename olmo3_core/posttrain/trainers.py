@@ -7,6 +7,7 @@ A logged loss that is not finite stops the job (`olmo3_core.train.health`): noth
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +43,7 @@ class ProgressCallback(TrainerCallback):
 
 
 def common_args(job: PosttrainJob) -> dict[str, Any]:
-    cfg = job.step
+    cfg = job.config.step
     return {
         "output_dir": str(Path(job.work_dir) / "trainer"),
         "max_steps": cfg.max_steps,
@@ -95,12 +96,12 @@ def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-    kind, cfg = job.kind, job.step
+    kind, cfg = job.kind, job.config.step
     if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
         rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
     dataset, args = Dataset.from_list(rows), common_args(job)
     if kind == "sft":  # warmup as a step count: what an int means does not depend on the transformers version
-        config = SFTConfig(**args, warmup_steps=round(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
+        config = SFTConfig(**args, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
                            assistant_only_loss=cfg.assistant_only_loss, packing=cfg.packing)
         return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     if kind == "dpo":
@@ -117,12 +118,12 @@ def train(job: PosttrainJob) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     die_with_parent()
-    torch.manual_seed(job.step.seed)
+    torch.manual_seed(job.config.step.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init_model_dir)
-    tokenizer.chat_template = chat_template(job.template)
+    tokenizer.chat_template = chat_template(job.config.template)
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
-    rows = datasets.build(job.kind, job.step, job.template, job.storage_options)
-    print(f"{job.kind}: {len(rows)} rows, template {job.template}", flush=True)
+    rows = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options)
+    print(f"{job.kind}: {len(rows)} rows, template {job.config.template}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
     callback = ProgressCallback(job.tracking.tracker(), job.kind)
     trainer.add_callback(callback)

@@ -63,8 +63,14 @@ def load_eval_set(name: str, size: int = 200, seed: int = 1234) -> list[dict[str
     raise ValueError(f"unknown eval set {name!r}; known: procedural_math, gsm8k_test, humaneval")
 
 
+def eval_questions(name: str, size: int = 200, seed: int = 1234) -> list[str]:
+    """The part of each item that leaks into web text verbatim (its question or prompt), in the
+    order of `load_eval_set`, for question-level decontamination."""
+    return [row["prompt"] for row in load_eval_set(name, size=size, seed=seed)]
+
+
 def eval_texts(name: str, size: int = 200, seed: int = 1234) -> list[str]:
-    """Every text of an eval set (prompts and references), for n-gram decontamination."""
+    """Every text of an eval set item (prompt and references) joined, as a whole leak would read."""
     rows = load_eval_set(name, size=size, seed=seed)
     return [" ".join(str(v) for k, v in row.items() if k in ("prompt", "answer", "solution")) for row in rows]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TypeVar
 
-from olmo3_core.config.schema import DPOConfig, ModelConfig, RLVRConfig, SFTConfig, TrainConfig
+from olmo3_core.config.schema import ModelConfig, PosttrainStageConfig, TrainConfig
 from olmo3_core.config.typed import from_dict, to_dict
 
 J = TypeVar("J", bound="Job")
@@ -57,23 +57,15 @@ class TrainJob(Job):
 
 @dataclass
 class PosttrainJob(Job):
-    """An SFT, DPO or RLVR job, run by `olmo3_core.posttrain.trainers`; exactly the field named by
-    `kind` holds the step's config."""
+    """An SFT, DPO or RLVR job (its stage's config), run by `olmo3_core.posttrain.trainers`."""
 
     kind: str
-    template: str
+    config: PosttrainStageConfig
     init_model_dir: str
     output_dir: str
     work_dir: str
-    sft: Optional[SFTConfig] = None
-    dpo: Optional[DPOConfig] = None
-    rlvr: Optional[RLVRConfig] = None
     storage_options: Dict[str, Any] = field(default_factory=dict)  # for user files on remote storage
     tracking: TrackingRef = field(default_factory=TrackingRef)
-
-    @property
-    def step(self) -> Any:
-        return getattr(self, self.kind)
 
 
 @dataclass

@@ -11,16 +11,29 @@ def test_dry_run_reports_released_architecture_sizes_without_allocating(model, b
     assert main(["run", "--dry-run", f"model={model}"]) == 0
     out = capsys.readouterr().out
     assert f"{billions:.2f}B parameters" in out
-    assert re.search(r"^instruct/sft\s+sft\s+[0-9a-f]{12}\s+to run$", out, re.M)
+    assert re.search(r"^instruct/sft\s+sft\s+[0-9a-f]{12}\s+to run \(never built\)$", out, re.M)
+    assert "does NOT fit" in out  # reported, not refused: a dry run allocates nothing
 
 
-def test_bad_override_fails_before_compute_naming_the_key(capsys):
+def test_a_model_too_large_for_this_machine_is_refused_with_the_estimate(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "model=olmo3_7b"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "7.30B parameters" in err and "GiB" in err and "launch.check_memory=false" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pretrain.lr=-1", "pretrain.lr must be > 0"),
+    ("data.dedup.fuzzy=maybe", "data.dedup.fuzzy"),
+    ("+data.sources.web={kind: files, paths: [/nonexistent/*.jsonl]}", "data.sources.web.paths: no files match"),
+])
+def test_bad_input_fails_before_compute_naming_the_key(override, message, capsys):
     artifacts = project_home() / "artifacts"
     before = set(artifacts.rglob("*")) if artifacts.exists() else set()
     with pytest.raises(SystemExit) as exc:
-        main(["run", "preset=micro", "pretrain.lr=-1"])
+        main(["run", "preset=micro", override])
     assert exc.value.code == 2
-    assert "pretrain.lr must be > 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     after = set(artifacts.rglob("*")) if artifacts.exists() else set()
     assert after == before, "a bad config must not start any stage"
 
@@ -28,3 +41,32 @@ def test_bad_override_fails_before_compute_naming_the_key(capsys):
 def test_lineage_of_unknown_target_is_a_clear_error(capsys):
     assert main(["lineage", "0123456789abcdef0123456789abcdef"]) == 1
     assert "neither a path" in capsys.readouterr().err
+
+
+def test_a_damaged_manifest_is_named_not_a_traceback(tmp_path, capsys):
+    artifact = tmp_path / "pretrain" / ("a" * 64)
+    artifact.mkdir(parents=True)
+    (artifact / "artifact.json").write_text("{truncated")
+    assert main(["lineage", str(artifact)]) == 1
+    assert str(artifact / "artifact.json") in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--dry-run", "preset=micro", f"storage.root={tmp_path}", f"fork_from={artifact}"])
+    assert exc.value.code == 2 and str(artifact / "artifact.json") in capsys.readouterr().err
+
+
+def test_dry_run_says_why_a_stage_is_not_cached(tmp_path, capsys):
+    from olmo3_core.config.compose import compose_config
+    from olmo3_core.runner import run_plan
+
+    web = tmp_path / "web"
+    web.mkdir()
+    text = "A plain English paragraph about rivers and the towns along them. " * 12
+    (web / "a.jsonl").write_text("".join(f'{{"id": "{i}", "text": "{text} {i}"}}\n' for i in range(40)))
+    overrides = ["preset=micro", "stages=[data]", f"storage.root={tmp_path / 'artifacts'}",
+                 f"+data.sources.web={{kind: files, paths: ['{web}/*.jsonl']}}", "+data.mixes.pretrain.proportions.web=1"]
+    run_plan(compose_config(overrides), overrides)
+    assert main(["run", "--dry-run", *overrides]) == 0
+    assert re.search(r"^data\s+data\s+[0-9a-f]{12}\s+cached$", capsys.readouterr().out, re.M)
+    (web / "b.jsonl").write_text(f'{{"id": "new", "text": "{text} new"}}\n')
+    assert main(["run", "--dry-run", *overrides]) == 0
+    assert re.search(r"^data\s+.*to run \(input files changed: .*b\.jsonl\)$", capsys.readouterr().out, re.M)

@@ -23,23 +23,9 @@ BIN = Path(sys.executable).parent
 RUN_OVERRIDES = ["preset=micro", "stages=[data,pretrain]"]  # the full flow is tested elsewhere
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh project home and free ports, in os.environ (in-process calls) and for subprocesses."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("OLMO3_HOME", str(home))
-    for service in stack.SERVICES:
-        monkeypatch.setenv(service.port_env, str(_free_port()))
-    for name in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    yield home
-    stack.down()  # whatever a failed assertion left running
+def home(stack_home) -> Path:
+    return stack_home
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -107,9 +93,9 @@ def test_deployment_runs_on_the_local_stack(home):
     flow_run = _completed_flow_run(env["PREFECT_API_URL"])
     runs = _mlflow_runs_of(env["MLFLOW_TRACKING_URI"], flow_run["id"])
     names = {r["info"]["run_name"]: r for r in runs}
-    assert {"model-flow", "data", "pretrain"} <= set(names), sorted(names)
+    assert {flow_run["name"], "data", "pretrain"} <= set(names), sorted(names)  # the parent is named like the flow run
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
-    parent = names["model-flow"]["info"]["run_id"]
+    parent = names[flow_run["name"]]["info"]["run_id"]
     child_tags = {t["key"]: t["value"] for t in names["pretrain"]["data"]["tags"]}
     assert child_tags["mlflow.parentRunId"] == parent
 

@@ -112,3 +112,44 @@ def test_a_training_token_traces_back_to_its_document(first_run, capsys):
     traced = json.loads(capsys.readouterr().out)
     assert traced["source"] in {"prose", "code", "math"} and traced["document_id"]
     assert traced["span"][0] <= 1000 < traced["span"][1] and traced["snippet"]
+
+
+def test_mlflow_lineage_is_clickable_from_the_registered_model_to_the_data(first_run):
+    uris, _ = first_run
+    client = MlflowClient(default_tracking_uri())
+    export, data = _manifest(uris["instruct/export"]), _manifest(uris["data"])
+    experiment = client.get_experiment(export["mlflow"]["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
+    versions = client.search_model_versions(f"name='olmo3-instruct' and tags.data_fingerprint='{data['fingerprint']}'")
+    (version,) = [v for v in versions if v.tags["fingerprint"] == export["fingerprint"]]  # the SFT-knob test adds one
+    assert version.tags["git_commit"] and version.tags["template_hash"]
+    data_link = f"#/experiments/{experiment.experiment_id}/runs/{data['mlflow']['run_id']}"
+    assert data_link in version.description and "| instruct/sft |" in version.description
+    assert data["raw_inputs"][0]["sha256"][:16] in version.description
+    assert not client.search_model_versions(f"tags.data_fingerprint='{'0' * 64}'")
+    model = client.get_logged_model(version.model_id)
+    assert model.source_run_id == export["mlflow"]["run_id"] and model.status == "READY"
+    assert any(m.key.endswith("procedural_math/accuracy") for m in model.metrics or [])
+    # every stage run links the runs it was built from: sft -> longmino -> ... -> data
+    note = client.get_run(_manifest(uris["instruct/sft"])["mlflow"]["run_id"]).data.tags["mlflow.note.content"]
+    assert f"runs/{_manifest(uris['longmino'])['mlflow']['run_id']}?workflowType=machine_learning)" in note
+    pretrain_note = client.get_run(_manifest(uris["pretrain"])["mlflow"]["run_id"]).data.tags["mlflow.note.content"]
+    assert data_link in pretrain_note
+
+
+def test_prefect_shows_waiting_stages_as_waiting(first_run):
+    """One stage at a time (orchestration.max_parallel_stages=1): no two task runs are Running at once,
+    so each task run's duration is its own work, not time spent queued."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    uris, _ = first_run
+    flow_run_id = _manifest(uris["data"])["prefect_flow_run_id"]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts()
+    intervals = sorted((r.start_time, r.end_time, r.name) for r in runs if r.start_time)
+    assert len(intervals) == len(uris)
+    for (_, end, name), (start, _, following) in zip(intervals, intervals[1:]):
+        assert start >= end, f"{following} was Running while {name} still ran"
+    assert {a.key for a in artifacts} >= {"lineage-instruct", "lineage-base", "model-flow-summary"}

@@ -22,7 +22,8 @@ def test_publish_and_materialize_through_s3(store, s3_bucket, tmp_path):
     fp = "c" * 64
     staging = _stage(store, fp)
     assert store.load_manifest("sft", fp) is None
-    manifest = store.publish("sft", fp, staging, {"stage": "instruct/sft", "kind": "sft", "fingerprint": fp})
+    manifest = store.publish("sft", fp, staging, {"stage": "instruct/sft", "kind": "sft", "fingerprint": fp,
+                                                             "config": {}, "upstream": []})
     assert fs.exists(f"{bucket}/runs/sft/{fp}/artifact.json")
     assert fs.cat_file(f"{bucket}/runs/sft/{fp}/model/weights.bin") == b"\x00" * 1000
     assert not staging.exists(), "local staging is removed once the artifact is in the store"
@@ -49,5 +50,5 @@ def test_transient_s3_errors_are_retried(store, monkeypatch):
 
     monkeypatch.setattr(store.fs, "put_file", flaky_put)
     monkeypatch.setattr("olmo3_core.artifacts.time.sleep", lambda s: None)
-    store.publish("sft", fp, staging, {"stage": "s", "kind": "sft", "fingerprint": fp})
+    store.publish("sft", fp, staging, {"stage": "s", "kind": "sft", "fingerprint": fp, "config": {}, "upstream": []})
     assert len(failures) == 2 and store.load_manifest("sft", fp) is not None

@@ -46,7 +46,8 @@ def test_subprocess_jobs_and_shared_problem_code_are_covered():
                for kind, k in plan.KINDS.items()}
     assert "train/loop.py" in closure["pretrain"]  # the job runs as `python -m`, by module object
     assert "posttrain/trainers.py" in closure["sft"]
-    for needed in ("problems/procedural/math.py", "problems/sandbox.py", "problems/verifiers/code.py"):
+    for needed in ("problems/procedural/math.py", "problems/sandbox/__init__.py", "problems/sandbox/child.py",
+                   "problems/verifiers/code.py", "problems/verifiers/code_harness/judge.py"):
         assert needed in closure["eval"], needed
     assert "problems/procedural/instructions.py" in closure["rlvr"]  # imported by name map, not importlib
 

@@ -119,3 +119,66 @@ def test_lineage_walks_from_any_file_back_to_the_raw_inputs(session_for):
     assert [r["stage"] for r in rows] == ["pretrain", "data"]
     assert rows[0]["upstream"] == ["data"] and rows[0]["mlflow_run_id"] == manifest["mlflow"]["run_id"]
     assert rows[1]["raw_inputs"][0]["sha256"] == "0" * 64
+
+
+def test_a_corrupted_cached_artifact_is_quarantined_and_rebuilt(session_for, caplog):
+    calls = []
+    session = session_for(_writes("data", calls))
+    first = execute_stage(session, "data")
+    artifact = session.store.materialize(first, verify=False)
+    (artifact / "data.txt").write_text("dbta")  # a flipped byte, same size
+    with caplog.at_level("WARNING", logger="olmo3_core.runner"):
+        rebuilt = execute_stage(session, "data")
+    assert calls == ["data", "data"] and (artifact / "data.txt").read_text() == "data"
+    assert "damaged" in caplog.text and "data.txt does not match its sha256" in caplog.text
+    assert rebuilt["mlflow"]["run_id"] != first["mlflow"]["run_id"]
+    quarantined = list((artifact.parents[1] / ".quarantine" / "data").iterdir())
+    assert len(quarantined) == 1 and (quarantined[0] / "data.txt").read_text() == "dbta"
+
+
+def test_a_rebuild_does_not_adopt_stray_files(session_for):
+    session = session_for(_writes("data", []))
+    spec = session.plan.stages["data"]
+    staging = session.store.staging_dir("data", spec.fingerprint)
+    (staging / "stray.bin").write_bytes(b"from a crashed attempt")
+    manifest = execute_stage(session, "data")
+    assert set(manifest["files"]) == {"data.txt"}
+
+
+def test_a_copied_project_home_keeps_its_lineage_and_writes_only_to_itself(tmp_path, monkeypatch):
+    """Manifests refer to each other relative to the store; the home's own MLflow store is re-pointed
+    at the copy's artifact folder, so old runs' artifacts read from the copy and new ones land there."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setitem(plan_module.KINDS, "data", StageKind("data", _writes("data", []), DataConfig))
+    cfg = compose_config(["preset=micro", "stages=[data]"])
+    old, new = tmp_path / "old", tmp_path / "new"
+    monkeypatch.setenv("OLMO3_HOME", str(old))
+    session = open_session(cfg)
+    first = execute_stage(session, "data")
+    close_session(session, ok=True)
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    monkeypatch.setenv("OLMO3_HOME", str(new))
+    session = open_session(cfg)
+    again = execute_stage(session, "data")  # a cache hit in the copy, verified there
+    close_session(session, ok=True)
+    assert again["fingerprint"] == first["fingerprint"] and again["uri"].startswith(str(new))
+    assert [r["stage"] for r in summarize(walk(find_manifest(again["uri"] + "/data.txt")))] == ["data"]
+    client = MlflowClient(f"sqlite:///{new / 'mlflow.db'}")
+    assert client.get_experiment(session.tracking.experiment_id).artifact_location.startswith((new / "mlartifacts").as_uri())
+    report = client.download_artifacts(first["mlflow"]["run_id"], "artifact.json", str(tmp_path))
+    assert "data" in open(report).read()
+    assert not old.exists(), "nothing may be written back to the old home"
+
+
+def test_a_damaged_manifest_is_quarantined_and_rebuilt_not_a_crash(session_for):
+    calls = []
+    session = session_for(_writes("data", calls))
+    first = execute_stage(session, "data")
+    spec = session.plan.stages["data"]
+    (session.store.materialize(first, verify=False) / "artifact.json").write_text('{"stage": "data", "kind"')
+    assert not session.store.has("data", spec.fingerprint)
+    execute_stage(session, "data")
+    assert calls == ["data", "data"] and session.store.has("data", spec.fingerprint)

@@ -1,137 +1,37 @@
-"""Code verifier: run a completion's code against assert-style tests in the sandbox.
+"""Code verifier: run a completion's code against assert-style tests, reward = fraction passed.
 
-Reward = fraction of tests passed, from one sandbox run. The harness closes the usual reward hacks:
+Scoring the candidate cannot forge: the completion runs in one sandbox (`code_harness/candidate.py`)
+and the tests in another (`code_harness/judge.py`). The judge calls the completion's functions over
+a pipe, gets plain built-in data back (`code_harness/wire.py`), evaluates the asserts itself and
+writes one result per test to a memory file that only the judge's sandbox and this process hold. So
+the usual reward hacks get nothing: exiting early or crashing fails the remaining calls; printing or
+writing fake result lines reaches nobody; objects whose `__eq__`/`__bool__` always agree cannot cross
+the pipe; monkeypatching builtins or stdlib modules changes only the candidate's own process; and the
+candidate never sees the tests or their expected values. A candidate that does anything the sandbox
+kills (fork, mount, ptrace...) scores 0.
 
-- exiting early (`sys.exit`, `os._exit`) or printing fake results: a test counts only when its result
-  line carries a random nonce sent on stdin, which the harness reads before the candidate runs and
-  keeps in a local the candidate cannot reach (the sandbox disables frame/gc introspection);
-- objects whose `__eq__`/`__bool__` always agree: tests are rewritten so every value they judge
-  (call results, comparison operands, assert conditions, and/or/not operands) must be plain
-  built-in data (None, bool, numbers, str, bytes, list, tuple, dict, set, range) all the way down;
-- monkeypatching builtins: tests see a copy of builtins taken before the candidate runs.
-
-Not closed: a candidate can monkeypatch stdlib modules the tests import (`math.isclose`), so tests
-should compare values directly. A candidate that does anything the sandbox forbids scores 0.
+Limits of the protocol: tests may pass the completion only plain data and its own functions (a
+lambda written in a test cannot cross), and in-place mutation of an argument is not seen by the test.
 """
 from __future__ import annotations
 
 import ast
+import json
 import math
+import os
 import re
-import secrets
+import time
+from pathlib import Path
 
-from olmo3_core.problems.sandbox import run_untrusted
+from olmo3_core.problems import sandbox
+from olmo3_core.problems.verifiers.code_harness import candidate as candidate_program
+from olmo3_core.problems.verifiers.code_harness import judge as judge_program
 from olmo3_core.problems.verifiers.math import strip_reasoning
 
-PLAIN_CHECK = "__olmo3_plain__"
 _FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PYTHON_LANGS = {"python", "py", "python3"}
-
-_HARNESS = r'''
-import builtins as _builtins, os as _os
-
-
-def _olmo3_run(blocks, tests, entry_point, plain_name):
-    read, write, exit_, dup, dup2, open_ = _os.read, _os.write, _os._exit, _os.dup, _os.dup2, _os.open
-    exec_, compile_, callable_, type_, len_, dict_ = exec, compile, callable, type, len, dict
-    enumerate_, BaseException_, AssertionError_ = enumerate, BaseException, AssertionError
-    scalars = (type(None), bool, int, float, complex, str, bytes, range)
-    collections = (list, tuple, set, frozenset)
-
-    def plain(value, depth=0):
-        """`value` if it is built-in data all the way down, else the test fails."""
-        kind = type_(value)
-        for t in scalars:
-            if kind is t:
-                return value
-        if depth < 64:
-            for t in collections:
-                if kind is t:
-                    for item in value:
-                        plain(item, depth + 1)
-                    return value
-            if kind is dict_:
-                for key, item in value.items():
-                    plain(key, depth + 1)
-                    plain(item, depth + 1)
-                return value
-        raise AssertionError_("a test judged a value that is not plain built-in data")
-
-    nonce = b""
-    while len_(nonce) < 32:
-        chunk = read(0, 32 - len_(nonce))
-        if not chunk:
-            exit_(3)
-        nonce += chunk
-    out = dup(1)
-    dup2(open_("/dev/null", _os.O_WRONLY), 1)  # the candidate's prints go nowhere, results to `out`
-    compiled = [compile_(src, "test_%d.py" % i, "exec") for i, src in enumerate_(tests)]
-    safe_builtins = dict_(_builtins.__dict__)
-    ns = {"__name__": "solution", "__builtins__": _builtins}
-    for i, block in enumerate_(blocks):
-        try:
-            exec_(compile_(block, "solution_%d.py" % i, "exec"), ns)
-        except BaseException_:
-            pass
-    target = ns.get(entry_point) if entry_point else None
-    if entry_point and not callable_(target):
-        exit_(0)
-    for i, code in enumerate_(compiled):
-        scope = dict_(ns)
-        scope["__builtins__"], scope[plain_name] = safe_builtins, plain
-        if entry_point:
-            scope["candidate"] = target
-        ok = 0
-        try:
-            exec_(code, scope)
-            ok = 1
-        except BaseException_:
-            pass
-        write(out, b"%s %d %d\n" % (nonce, i, ok))
-    exit_(0)
-'''
-
-
-class _PlainGuard(ast.NodeTransformer):
-    """Route every value a test judges through the harness's plain-data check."""
-
-    @staticmethod
-    def _plain(node: ast.expr) -> ast.expr:
-        return ast.Call(ast.Name(PLAIN_CHECK, ast.Load()), [node], [])
-
-    def visit_Call(self, node: ast.Call) -> ast.expr:
-        self.generic_visit(node)
-        return self._plain(node)
-
-    def visit_Compare(self, node: ast.Compare) -> ast.Compare:
-        self.generic_visit(node)
-        node.left, node.comparators = self._plain(node.left), [self._plain(c) for c in node.comparators]
-        return node
-
-    def visit_BoolOp(self, node: ast.BoolOp) -> ast.BoolOp:
-        self.generic_visit(node)
-        node.values = [self._plain(v) for v in node.values]
-        return node
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.UnaryOp:
-        self.generic_visit(node)
-        if isinstance(node.op, ast.Not):
-            node.operand = self._plain(node.operand)
-        return node
-
-    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
-        self.generic_visit(node)
-        node.test = self._plain(node.test)
-        return node
-
-
-def guard_test(source: str) -> str:
-    """`source` with every judged value checked to be plain data; ValueError if it is not Python."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise ValueError(f"code test is not valid Python: {source!r}") from exc
-    return ast.unparse(ast.fix_missing_locations(_PlainGuard().visit(tree)))
+# Imported (side-effect free) so the eval and RLVR fingerprints cover the programs run by path below.
+CANDIDATE, JUDGE = Path(candidate_program.__file__), Path(judge_program.__file__)
 
 
 def extract_code(completion: str) -> list[str]:
@@ -148,21 +48,50 @@ def _tests(ground_truth) -> tuple[list[str], str | None]:
     entry_point = ground_truth.get("entry_point") if isinstance(ground_truth, dict) else None
     if not tests or not all(isinstance(t, str) for t in tests) or not isinstance(entry_point, (str, type(None))):
         raise ValueError(f"code ground truth must be {{'tests': [str, ...], 'entry_point': str | None}}, got {ground_truth!r}")
-    return [guard_test(t) for t in tests], entry_point
+    for test in tests:
+        try:
+            ast.parse(test)
+        except SyntaxError as exc:
+            raise ValueError(f"code test is not valid Python: {test!r}") from exc
+    return tests, entry_point
 
 
 def verify_code(completion: str, ground_truth, *, timeout_s: float = 10.0) -> float:
     """Fraction of `ground_truth["tests"]` the completion's code passes. With an `entry_point`, the
     code must define that callable, which tests may also call as `candidate`. Tests finished before
-    a timeout or resource limit count; anything forbidden scores 0.0."""
+    a timeout or resource limit count; anything the sandbox forbids scores 0.0."""
     tests, entry_point = _tests(ground_truth)
     blocks = extract_code(completion) if isinstance(completion, str) else []
     if not blocks:
         return 0.0
-    nonce = secrets.token_hex(16)
-    program = _HARNESS + f"\n_olmo3_run({blocks!r}, {tests!r}, {entry_point!r}, {PLAIN_CHECK!r})\n"
-    result = run_untrusted(program, stdin=nonce, timeout_s=timeout_s, cpu_s=math.ceil(timeout_s))
-    if result.status == "forbidden":
+    limits = sandbox.Limits(timeout_s=timeout_s, cpu_s=math.ceil(timeout_s))
+    request_r, request_w = os.pipe()
+    response_r, response_w = os.pipe()
+    results = os.memfd_create("olmo3-results")
+    try:
+        try:
+            candidate = sandbox.spawn(
+                CANDIDATE, [f"{sandbox.DATA_DIR}/solution.json", str(request_r), str(response_w)],
+                data={"solution.json": json.dumps(blocks).encode()}, pass_fds=(request_r, response_w), limits=limits)
+            try:
+                judge = sandbox.spawn(
+                    JUDGE,
+                    [f"{sandbox.DATA_DIR}/tests.json", str(request_w), str(response_r), str(results)],
+                    data={"tests.json": json.dumps({"tests": tests, "entry_point": entry_point}).encode()},
+                    pass_fds=(request_w, response_r, results), limits=limits)
+            except BaseException:
+                candidate.kill()
+                candidate.wait()
+                raise
+        finally:  # the sandboxes hold their own ends; ours must go so that a side's exit reads as EOF
+            for fd in (request_r, request_w, response_r, response_w):
+                os.close(fd)
+        judged = judge.wait()
+        served = candidate.wait(deadline=time.monotonic())  # the judge is done: stop serving
+        lines = os.pread(results, 1 << 20, 0).decode("ascii", "replace")
+    finally:
+        os.close(results)
+    if "forbidden" in (served.status, judged.status):
         return 0.0
-    passed = {int(i) for i, ok in re.findall(rf"^{nonce} (\d+) ([01])$", result.stdout, re.MULTILINE) if ok == "1"}
+    passed = {int(i) for i, ok in re.findall(r"^(\d+) ([01])$", lines, re.MULTILINE) if ok == "1"}
     return len(passed & set(range(len(tests)))) / len(tests)

@@ -95,7 +95,7 @@ def stage_config(sources: dict[str, Any], **overrides: Any) -> DataConfig:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF))
     cfg |= {"sources": sources, "workers": 2, "shard_tokens": 4096,
             "tokenizer": {"vocab_size": 400, "min_frequency": 2, "train_chars": 200_000}}
-    cfg["decontam"]["sets"] = {"procedural_math": 50, "humaneval": 20}
+    cfg["decontam"] |= {"sets": {"procedural_math": 50, "humaneval": 20}, "seed": 1234}  # what compose resolves
     names = list(sources)
     share = {s: 1.0 for s in names}
     cfg["mixes"] = {"pretrain": {"proportions": share, "tokens": 6000},

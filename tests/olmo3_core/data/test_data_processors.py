@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
+import yaml
 
 from olmo3_core.data import processors
 from olmo3_core.data.synthetic import english_doc
@@ -83,3 +85,48 @@ def test_unknown_processor_or_parameter_is_named():
         processors.build([{"name": "nope"}])
     with pytest.raises(ValueError, match="unknown parameters \\['min_wrds'\\]"):
         processors.build([{"name": "length", "min_wrds": 3}])
+
+
+@pytest.mark.parametrize("text, count", [
+    ("It ends here.) Next one. (See above.) Then \"quoted.\" And curly.” Last!", 6),
+    ("Pi is 3.14, e.g., roughly; version 2.0.1 is out", 0),
+    ("Why? Because! Well...", 3),
+    ("Items [see 2.] follow. Done.'", 3),
+])
+def test_sentence_ends_inside_closing_quotes_and_brackets(text, count):
+    assert len(processors.SENTENCE_END.findall(text)) == count
+
+
+LEGAL = """\
+Subject to the terms and conditions of this License, each Contributor hereby grants to You a
+perpetual, worldwide, non-exclusive, no-charge, royalty-free, irrevocable copyright license to
+reproduce, prepare Derivative Works of, publicly display, publicly perform, sublicense, and
+distribute the Work and such Derivative Works in Source or Object form, provided that You meet the
+conditions stated in Section 4 (including the requirement to retain all copyright, patent,
+trademark, and attribution notices from the Source form of the Work, excluding those notices that
+do not pertain to any part of the Derivative Works.)
+
+If You institute patent litigation against any entity (including a cross-claim or counterclaim in
+a lawsuit) alleging that the Work or a Contribution incorporated within the Work constitutes direct
+or contributory patent infringement, then any patent licenses granted to You under this License for
+that Work shall terminate as of the date such litigation is filed."""
+
+
+def _default_chain(name: str) -> list[dict]:
+    root = Path(__file__).resolve().parents[3]
+    return yaml.safe_load((root / "conf" / "data" / "default.yaml").read_text())["pipelines"][name]
+
+
+def test_default_prose_chain_keeps_a_long_sentence_legal_paragraph():
+    doc, attrs, reason = run(_default_chain("prose"), LEGAL)
+    assert reason is None, (reason, attrs)
+    assert attrs["c4"]["sentences"] == 2
+
+
+def test_code_pasted_as_prose_is_removed_and_wrapped_prose_is_not():
+    code = "\n".join(["import os", "def walk(top, depth=0):", "    for name in os.listdir(top):",
+                      "        path = os.path.join(top, name)", "        if os.path.isdir(path):",
+                      "            walk(path, depth + 1)", "    return depth"] * 3)
+    assert run([{"name": "code_lines"}], GOOD + "\n" + code)[2] == "code_lines:too_many"
+    doc, attrs, reason = run([{"name": "code_lines"}], LEGAL)
+    assert reason is None and attrs["code_lines"]["code_line_ratio"] == 0

@@ -38,6 +38,8 @@ def test_every_plant_is_counted_under_its_reason(stage):
     assert removed["gopher_quality:symbol_ratio"] == 1
     assert sheet["quarantined"] == {"malformed_json": 1, "bad_encoding": 1, "missing_text": 1, "corrupt_compression": 1}
     assert sheet["decontam"]["items_by_set"] == {"procedural_math": 1}
+    assert sheet["decontam"]["distinct_items_by_set"] == {"procedural_math": 1}
+    assert [(h["id"], h["matched"]) for h in sheet["decontam"]["matched"]] == [("leak-math", {"procedural_math": [3]})]
     assert sheet["languages"]["en"] == sheet["docs_out"] + sheet["dedup"]["exact"] + sheet["dedup"]["fuzzy"]
 
 

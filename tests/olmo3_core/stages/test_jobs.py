@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from olmo3_core.config.schema import ModelConfig, SFTConfig, TrainConfig
+from olmo3_core.config.schema import ModelConfig, PosttrainStageConfig, SFTConfig, TrainConfig
 from olmo3_core.config.typed import ConfigError
 from olmo3_core.stages.jobs import JobOutputs, LossPoint, PosttrainJob, TrackingRef, TrainJob
 
@@ -13,11 +13,11 @@ def test_jobs_round_trip_through_json(tmp_path):
                      output_dir="o", checkpoint_dir="c", tracking=TrackingRef("sqlite:///x.db", "run"))
     train.write(tmp_path / "train.json")
     assert TrainJob.read(tmp_path / "train.json") == train
-    post = PosttrainJob(kind="sft", template="think", init_model_dir="i", output_dir="o", work_dir="w",
-                        sft=SFTConfig(max_steps=3))
+    post = PosttrainJob(kind="sft", config=PosttrainStageConfig(template="think", sft=SFTConfig(max_steps=3)),
+                        init_model_dir="i", output_dir="o", work_dir="w")
     post.write(tmp_path / "post.json")
     back = PosttrainJob.read(tmp_path / "post.json")
-    assert back == post and back.step == SFTConfig(max_steps=3)
+    assert back == post and back.config.step == SFTConfig(max_steps=3)
 
 
 def test_a_job_file_with_a_wrong_type_names_file_and_key(tmp_path):
