@@ -17,5 +17,6 @@ def test_the_same_config_in_two_fresh_homes_publishes_identical_bytes(tmp_path):
         other = second[stage]
         assert manifest["uri"] != other["uri"] and manifest["fingerprint"] == other["fingerprint"], stage
         files, other_files = manifest["files"], other["files"]
+        assert files, f"{stage}: no files to compare"
         differ = sorted(f for f in files.keys() | other_files.keys() if files.get(f) != other_files.get(f))
         assert not differ, f"{stage}: {len(differ)} of {len(files)} files differ between the two homes: {differ[:10]}"
