@@ -127,7 +127,8 @@ def test_mlflow_lineage_is_clickable_from_the_registered_model_to_the_data(first
     assert data_link in version.description and "| instruct/sft |" in version.description
     assert data["raw_inputs"][0]["sha256"][:16] in version.description
     assert not client.search_model_versions(f"tags.data_fingerprint='{'0' * 64}'")
-    model = client.get_logged_model(version.model_id)
+    assert version.source.startswith("models:/")  # the version is the export run's LoggedModel
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
     assert model.source_run_id == export["mlflow"]["run_id"] and model.status == "READY"
     assert any(m.key.endswith("procedural_math/accuracy") for m in model.metrics or [])
     # every stage run links the runs it was built from: sft -> longmino -> ... -> data
