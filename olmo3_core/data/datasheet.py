@@ -13,6 +13,12 @@ from olmo3_core.data.mixing import MixPlan, SourceDocs
 from olmo3_core.data.pipeline import ShardReport
 
 
+def _input_name(uri: str, out: Path) -> str:
+    """A built-in source's shards (materialized in the artifact) by their path inside it, so the
+    datasheet does not depend on where the artifact is stored."""
+    return Path(uri).relative_to(out).as_posix() if Path(uri).is_relative_to(out) else uri
+
+
 def _distinct_items(reports: list[ShardReport]) -> dict[str, int]:
     """Per eval set, how many of its items were found in at least one document."""
     found: dict[str, set[int]] = {}
@@ -22,15 +28,15 @@ def _distinct_items(reports: list[ShardReport]) -> dict[str, int]:
     return {name: len(indices) for name, indices in sorted(found.items())}
 
 
-def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs) -> dict[str, Any]:
-    """One source's totals; `dups` counts dedup reasons for its documents."""
+def source_sheet(reports: list[ShardReport], dups: Counter, docs: SourceDocs, out: Path) -> dict[str, Any]:
+    """One source's totals; `dups` counts dedup reasons for its documents; `out` is the artifact dir."""
     total = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
     merged = lambda attr: dict(sum((getattr(r, attr) for r in reports), Counter()))  # noqa: E731
     removed = Counter(merged("removed")) + dups
     after_filters = total("docs_out")
     return {
         "shards": len(reports),
-        "inputs": sorted({u for r in reports for u in r.uris}),
+        "inputs": sorted({_input_name(u, out) for r in reports for u in r.uris}),
         "docs_in": total("docs_in"),
         "docs_out": int(docs.length.size),
         "quarantined": merged("quarantined"),

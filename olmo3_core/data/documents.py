@@ -12,7 +12,6 @@ import io
 import json
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -35,14 +34,11 @@ class Quarantined:
 Item = Union[dict, Quarantined]
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def make_doc(doc_id: str, text: str, source: str, created: str | None = None, metadata: dict | None = None,
              added: str | None = None) -> dict[str, Any]:
-    return {"id": doc_id, "text": text, "source": source, "added": added or now_iso(),
-            "created": created, "metadata": metadata or {}}
+    """`added` stays None unless the record says when it was added: stamping the wall clock here would make
+    the curated bytes differ between two runs of one config (when a run happened is in its manifest)."""
+    return {"id": doc_id, "text": text, "source": source, "added": added, "created": created, "metadata": metadata or {}}
 
 
 def file_digest(uri: str, storage_options: dict[str, Any]) -> tuple[str, int]:
@@ -134,12 +130,13 @@ def normalize(record: dict[str, Any], source: str, uri: str, row: int) -> dict[s
 
 
 class JsonlWriter:
-    """Gzipped JSONL, one record per line (the Dolma document and attribute layout)."""
+    """Gzipped JSONL, one record per line (the Dolma document and attribute layout). The gzip header's
+    mtime is 0, so the same records give the same bytes whenever they are written."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.count = path, 0
-        self._fh = gzip.open(path, "wt", encoding="utf-8", compresslevel=3)
+        self._fh = io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=3, mtime=0), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,9 +1,11 @@
 """Mixing: per-source target token shares, met by seeded up/down-sampling of whole documents.
 
 A mix's shares are its preset (Dolma 3 Mix, Dolmino, Longmino, ...) overridden by per-source
-`proportions`, normalized over the sources that exist. Each source is sampled in seeded shuffled
+`proportions`, normalized over the configured sources. Each source is sampled in seeded shuffled
 epochs (or longest first, for long-context mixes) until it reaches its token target, so a small
-source is upsampled (repeated) and a large one downsampled; achieved shares are reported.
+source is upsampled (repeated) and a large one downsampled; achieved shares are reported. A source
+left without documents (an optional one; the stage fails on a required one) keeps its configured
+target share in the report, with achieved 0, and the others fill the mix's tokens in proportion.
 """
 from __future__ import annotations
 
@@ -51,9 +53,11 @@ class MixPlan:
     notes: list[str]
 
 
-def target_shares(cfg: DataConfig, mix: MixConfig, available: list[str]) -> dict[str, float]:
+def target_shares(cfg: DataConfig, mix: MixConfig, configured: list[str]) -> dict[str, float]:
+    """Configured share of each source; never renormalized over the sources that turned out to have
+    documents, so a missing source shows in the datasheet as a shortfall instead of vanishing."""
     raw = {**(cfg.presets.get(mix.preset, {}) if mix.preset else {}), **mix.proportions}
-    shares = {s: float(w) for s, w in raw.items() if s in available and w > 0}
+    shares = {s: float(w) for s, w in raw.items() if s in configured and w > 0}
     total = sum(shares.values())
     return {s: w / total for s, w in shares.items()} if total else {}
 
@@ -80,23 +84,30 @@ def _sample(docs: SourceDocs, target: int, mix: MixConfig, rng: np.random.Genera
 
 
 def plan_mix(cfg: DataConfig, name: str, sources: dict[str, SourceDocs]) -> MixPlan:
+    """`sources`: every configured source, those without documents included (they keep their target)."""
     mix = cfg.mixes[name]
-    shares = target_shares(cfg, mix, [s for s, d in sources.items() if d.length.size])
+    shares = target_shares(cfg, mix, list(sources))
+    present = {s: w for s, w in shares.items() if sources[s].length.size}
+    missing = [s for s in shares if s not in present]
     rng = np.random.default_rng([cfg.seed, sum(map(ord, name))])
     picks, notes = [], []
-    for source, share in shares.items():
-        chosen = _sample(sources[source], round(share * mix.tokens), mix, rng)
-        if chosen.size == 0:
+    if missing:
+        notes.append(f"{name}: source(s) {missing} have no documents; their target share "
+                     f"{round(sum(shares[s] for s in missing), 4)} is filled by the other sources in proportion")
+    for source, share in present.items():
+        idx = _sample(sources[source], round(share / sum(present.values()) * mix.tokens), mix, rng)
+        if idx.size == 0:
             notes.append(f"{name}: source {source!r} has no document of >= {mix.min_doc_tokens} tokens")
-        picks.append((source, chosen))
-    tokens = {s: int(sources[s].length[idx].sum()) for s, idx in picks}
+        picks.append((source, idx))
+    chosen = {s: np.empty(0, np.int64) for s in missing} | dict(picks)
+    tokens = {s: int(sources[s].length[idx].sum()) for s, idx in chosen.items()}
     total = sum(tokens.values())
     if total == 0:
         raise EmptyMixError(f"mix {name!r} is empty: target shares {shares or 'none (no source with tokens has a share)'}; "
                             + "; ".join(notes))
     report = {s: {"target": round(shares[s], 4), "achieved": round(tokens[s] / total, 4), "tokens": tokens[s],
-                  "docs": int(idx.size), "unique_docs": int(np.unique(idx).size),
-                  "epochs": round(tokens[s] / max(int(sources[s].length.sum()), 1), 3)} for s, idx in picks}
+                  "docs": int(chosen[s].size), "unique_docs": int(np.unique(chosen[s]).size),
+                  "epochs": round(tokens[s] / max(int(sources[s].length.sum()), 1), 3)} for s in shares}
     return MixPlan(name, picks, report, notes)
 
 

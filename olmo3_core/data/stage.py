@@ -4,6 +4,9 @@ Phases: (1) plan shards (materializing the built-in sources as Dolma JSONL), (2)
 parallel, (3) deduplicate globally in a fixed order, (4) train the tokenizer on the curated text,
 (5) tokenize shards in parallel, (6) mix and pack, (7) write the datasheet. Everything that shapes
 the output comes from `ctx.config`; `workers` and `executor` only decide where work runs.
+
+A configured source left with no documents after curation and dedup fails the stage, naming what
+happened to its records, unless it is `optional` (then it is left out and the datasheet says so).
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ from olmo3_core.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 Drops = dict[int, dict[int, Duplicate]]  # report index -> documents-file row -> why it was dropped
+
+
+class EmptySourceError(RuntimeError):
+    """A required source yielded no documents: a mix without it is not the mix that was configured."""
 
 
 def _materialize(docs: Iterator[dict], out: Path, per_shard: int) -> list[str]:
@@ -99,6 +106,40 @@ def deduplicate(cfg: DataConfig, reports: list[ShardReport], out: Path, progress
     return drops
 
 
+def source_fate(name: str, reports: list[ShardReport], drops: Drops) -> tuple[int, str]:
+    """(documents kept, what happened to the source's records), e.g. "data source 'web': 0 of 3 records
+    kept: 2 malformed_json (quarantined in quarantine/web/), 1 missing_text (quarantined in ...)"."""
+    fate: Counter = Counter()
+    records = kept = 0
+    uris = []
+    for n, rep in enumerate(reports):
+        if rep.source != name:
+            continue
+        uris += rep.uris
+        records += rep.docs_in + sum(rep.quarantined.values())
+        kept += rep.docs_out - len(drops[n])
+        fate.update({f"{reason} (quarantined in quarantine/{name}/)": k for reason, k in rep.quarantined.items()})
+        fate.update({f"removed by {reason}": k for reason, k in rep.removed.items()})
+        fate.update(f"removed by {dup.reason}" for dup in drops[n].values())
+    what = ", ".join(f"{k} {reason}" for reason, k in fate.most_common()) or (
+        f"its {len(uris)} input file(s) hold no records: {', '.join(uris[:5]) or 'none'}")
+    return kept, f"data source {name!r}: {kept} of {records} records kept: {what}"
+
+
+def left_out_sources(cfg: DataConfig, reports: list[ShardReport], drops: Drops) -> dict[str, str]:
+    """Optional sources with no document left (name -> what happened to its records); raises
+    `EmptySourceError` naming every required source with none."""
+    fates = {name: source_fate(name, reports, drops) for name in cfg.sources}
+    empty = {name: fate for name, (kept, fate) in fates.items() if not kept}
+    required = [fate for name, fate in empty.items() if not cfg.sources[name].optional]
+    if required:
+        raise EmptySourceError("; ".join(required) + ". Fix the inputs, or set data.sources.<name>.optional=true "
+                               "to train without that source")
+    for fate in empty.values():
+        log.warning("%s; optional, so it is left out of every mix", fate)
+    return empty
+
+
 def _documents_file(rep: ShardReport) -> str:
     return f"documents/{rep.source}/{rep.shard}.jsonl.gz"
 
@@ -121,11 +162,13 @@ def training_texts(reports: list[ShardReport], drops: Drops, out: Path, limit: i
         used += len(text)
 
 
-def tokenize(executor, reports: list[ShardReport], drops: Drops, out: Path, eos_id: int, progress) -> dict[str, SourceDocs]:
+def tokenize(executor, names: list[str], reports: list[ShardReport], drops: Drops, out: Path, eos_id: int,
+             progress) -> dict[str, SourceDocs]:
+    """Every source in `names` (one without shards or kept documents has empty arrays)."""
     tasks = [TokenizeTask(str(out / _documents_file(r)), frozenset(drops[n]), str(out / "tokenizer" / "tokenizer.json"),
                           eos_id, str(out / "tokens" / r.source / f"{r.shard}.npy")) for n, r in enumerate(reports)]
     results = map_ordered(executor, tokenize_shard, tasks, progress, "tokenize")
-    shards: dict[str, list] = {s: [] for s in dict.fromkeys(r.source for r in reports)}
+    shards: dict[str, list] = {s: [] for s in names}
     for rep, task, (rows, lengths) in zip(reports, tasks, results):
         shards[rep.source].append((Path(task.out_path).relative_to(out).as_posix(), _documents_file(rep), rows, lengths,
                                    [rep.ids[r] for r in rows]))
@@ -151,9 +194,12 @@ def run(ctx: StageContext) -> StageResult:
                  sum(r.docs_out for r in reports), sum(r.docs_in for r in reports))
         drops = deduplicate(cfg, reports, out, ctx.progress)
         log.info("dedup removed %d documents", sum(map(len, drops.values())))
+        left_out = left_out_sources(cfg, reports, drops)
         tok = tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer")
-        sources = tokenize(executor, reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN), ctx.progress)
-    sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes, len(tok))
+        sources = tokenize(executor, list(cfg.sources), reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN),
+                           ctx.progress)
+    sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes + [
+        f"{fate}; optional, so it is left out of every mix" for fate in left_out.values()], len(tok))
     shutil.rmtree(out / "tokens")
     return _result(ctx, sheet, raw_inputs, out)
 
@@ -164,7 +210,7 @@ def _mix_and_describe(cfg: DataConfig, reports, drops: Drops, sources: dict[str,
     for n, rep in enumerate(reports):
         dups[rep.source].update(d.reason for d in drops[n].values())
     sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s],
-                                                                   sources.get(s) or SourceDocs.from_shards(s, []))
+                                                                   sources[s], out)
                                          for s in cfg.sources}, "mixes": {}, "notes": notes,
                              "tokenizer": {"vocab_size": vocab, "train_chars": cfg.tokenizer.train_chars}}
     for mix in MIX_NAMES:

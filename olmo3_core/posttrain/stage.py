@@ -4,11 +4,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from olmo3_core.launch import run_job
 from olmo3_core.posttrain import trainers
 from olmo3_core.stages import StageContext, StageResult
 from olmo3_core.stages.jobs import PosttrainJob, TrackingRef
 from olmo3_core.stages.report import training_result
+from olmo3_core.train.health import run_gated_job
 
 log = logging.getLogger(__name__)
 
@@ -25,5 +25,5 @@ def run(ctx: StageContext) -> StageResult:
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
     )
     launch = dataclasses.replace(ctx.execution.launch, nprocs=1, hostfile=None)  # TRL jobs: one process
-    run_job(trainers, job, ctx.output_dir / "work", launch, log.info, ctx.progress)
+    run_gated_job(trainers, job, ctx.output_dir / "work", launch, log.info, ctx.progress)
     return training_result(ctx)

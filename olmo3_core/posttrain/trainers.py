@@ -2,12 +2,12 @@
 `python -m olmo3_core.posttrain.trainers job.json` (a `PosttrainJob`) by the launcher.
 
 The chat template comes from `olmo3_core.chat` (the single definition), and is saved with the model.
+A logged loss that is not finite stops the job (`olmo3_core.train.health`): nothing is saved or published.
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,20 +21,23 @@ from olmo3_core.launch import die_with_parent, report_progress
 from olmo3_core.posttrain import datasets
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages.jobs import JobOutputs, LossPoint, PosttrainJob
+from olmo3_core.train.health import check_loss, gated_main
 
 
 class ProgressCallback(TrainerCallback):
-    """Trainer logs -> tracker metrics, progress lines and the loss history."""
+    """Trainer logs -> tracker metrics, progress lines and the loss history; a non-finite loss stops
+    training with `LossGateFailed` (after it is logged, so the tracker shows it)."""
 
     def __init__(self, tracker, prefix: str):
         self.tracker, self.prefix, self.history = tracker, prefix, []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         scalars = {f"{self.prefix}/{k}": float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if "loss" in (logs or {}):
-            self.history.append(LossPoint(state.global_step, float(logs["loss"])))
         if self.tracker and scalars:
             self.tracker.log_metrics(scalars, step=state.global_step)
+        if "loss" in (logs or {}):
+            check_loss(self.prefix, state.global_step, float(logs["loss"]))
+            self.history.append(LossPoint(state.global_step, float(logs["loss"])))
         desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward") if isinstance((logs or {}).get(k), (int, float)))
         report_progress(state.global_step, state.max_steps, desc)
 
@@ -48,6 +51,7 @@ def common_args(job: PosttrainJob) -> dict[str, Any]:
         "learning_rate": cfg.lr,
         "lr_scheduler_type": "cosine",
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # the default logs a NaN/inf step as the window's mean, hiding it from the gate
         "save_strategy": "no",
         "report_to": [],
         "seed": cfg.seed,
@@ -128,17 +132,19 @@ def train(job: PosttrainJob) -> dict[str, float]:
     out = Path(job.output_dir) / "model"
     trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
     trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    trainer.save_model(str(out))
+    # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
+    # work path, so two project homes would publish different bytes (the step's config is in the manifest)
+    trainer.model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
-               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
-               "wall_s": time.time() - t0}
-    JobOutputs(summary, callback.history).write(Path(job.output_dir))
-    return summary
+               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows))}
+    timing = {"wall_s": time.time() - t0}
+    JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    return summary | timing
 
 
 def main() -> None:
-    train(PosttrainJob.read(Path(sys.argv[-1])))
+    gated_main(lambda job_file: train(PosttrainJob.read(job_file)))
 
 
 if __name__ == "__main__":

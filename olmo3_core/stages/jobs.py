@@ -76,15 +76,28 @@ class LossPoint:
 
 @dataclass
 class JobOutputs:
-    """A training job's result: scalar summary and the loss per optimizer step."""
+    """A training job's result: scalar summary, the loss per optimizer step, and wall-clock timings.
+
+    The summary and losses are a function of the config (`job_outputs.json`, published); timings
+    differ run to run, so they go to `work/` (read by the stage, never published) and two runs of one
+    config publish the same bytes."""
 
     summary: Dict[str, float]
     loss_history: List[LossPoint]
+    timing: Dict[str, float] = field(default_factory=dict)
     FILE = "job_outputs.json"
+    TIMING_FILE = "work/job_timing.json"
 
     def write(self, out_dir: Path) -> None:
-        (Path(out_dir) / self.FILE).write_text(json.dumps(to_dict(self), indent=2))
+        results = {k: v for k, v in to_dict(self).items() if k != "timing"}
+        (Path(out_dir) / self.FILE).write_text(json.dumps(results, indent=2))
+        timing = Path(out_dir) / self.TIMING_FILE
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_text(json.dumps(self.timing, indent=2))
 
     @classmethod
     def read(cls, out_dir: Path) -> "JobOutputs":
-        return from_dict(cls, json.loads((Path(out_dir) / cls.FILE).read_text()), str(Path(out_dir) / cls.FILE))
+        """Timings are empty once the artifact is published (its work/ is gone)."""
+        path, timing = Path(out_dir) / cls.FILE, Path(out_dir) / cls.TIMING_FILE
+        data = json.loads(path.read_text()) | {"timing": json.loads(timing.read_text()) if timing.exists() else {}}
+        return from_dict(cls, data, str(path))

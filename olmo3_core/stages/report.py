@@ -18,4 +18,5 @@ def training_result(ctx: StageContext) -> StageResult:
         curve = ([p.step for p in outputs.loss_history], [p.loss for p in outputs.loss_history])
         path = line_plot({"loss": curve}, ctx.output_dir / "loss_curve.png", f"{ctx.name} loss", "step", "loss")
         ctx.tracker.log_artifact(path, "plots")
-    return StageResult(metrics=dict(outputs.summary), report_markdown=metrics_table(ctx.name, outputs.summary))
+    metrics = {**outputs.summary, **outputs.timing}
+    return StageResult(metrics=metrics, report_markdown=metrics_table(ctx.name, metrics))

@@ -3,14 +3,14 @@
 
 DeepSpeed owns the optimizer step, gradient clipping, ZeRO sharding and checkpoints; we own the data
 order, the schedule and what a checkpoint must restore (step = data position, RNG state) so a killed
-run resumes onto the same loss curve.
+run resumes onto the same loss curve. Every step's loss passes the health gates (`train.health`)
+before anything is checkpointed or saved.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import torch
 
 from olmo3_core.config.schema import TrainConfig
 from olmo3_core.stages.jobs import JobOutputs, LossPoint, TrainJob
+from olmo3_core.train.health import check_loss, gated_main
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -120,18 +121,19 @@ def train(job: TrainJob) -> dict[str, float]:
                 print(json.dumps({"step": done, **{k: round(v, 6) for k, v in metrics.items()}}), flush=True)
                 report_progress(done, steps, f"loss {float(loss):.3f}")
                 tracker and tracker.log_metrics(metrics, step=done)
+        check_loss(job.kind, done, history[-1], train_cfg.loss_ceiling, train_cfg.warmup_steps)
         if done % train_cfg.checkpoint_every == 0 and done < steps:
             engine.save_checkpoint(str(ckpt_dir), tag=f"step{done}", client_state={"step": done})
 
     wall = time.time() - t0
     summary = {"final_loss": history[-1] if history else float("nan"), "steps": float(steps), "resumed_from": float(start),
-               "tokens_seen": float(steps * tokens_per_step), "wall_s": wall,
-               "tokens_per_s": (steps - start) * tokens_per_step / max(wall, 1e-9)}
+               "tokens_seen": float(steps * tokens_per_step)}
+    timing = {"wall_s": wall, "tokens_per_s": (steps - start) * tokens_per_step / max(wall, 1e-9)}
     if rank == 0:
         _save(engine, tokenizer, out / "model")
-        JobOutputs(summary, [LossPoint(start + i + 1, loss) for i, loss in enumerate(history)]).write(out)
+        JobOutputs(summary, [LossPoint(start + i + 1, loss) for i, loss in enumerate(history)], timing).write(out)
     torch.distributed.barrier()
-    return summary
+    return summary | timing
 
 
 def _resume(engine, ckpt_dir: Path) -> int:
@@ -151,7 +153,7 @@ def _save(engine, tokenizer, model_dir: Path) -> None:
 
 
 def main() -> None:
-    train(TrainJob.read(Path(sys.argv[-1])))
+    gated_main(lambda job_file: train(TrainJob.read(job_file)))
 
 
 if __name__ == "__main__":

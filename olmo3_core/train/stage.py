@@ -10,11 +10,11 @@ import logging
 
 from olmo3_core.config.schema import TrainStageConfig
 from olmo3_core.kinds import init_from
-from olmo3_core.launch import run_job
 from olmo3_core.stages import StageContext, StageResult
 from olmo3_core.stages.jobs import TrackingRef, TrainJob
 from olmo3_core.stages.report import training_result
 from olmo3_core.train import loop
+from olmo3_core.train.health import run_gated_job
 
 log = logging.getLogger(__name__)
 
@@ -35,5 +35,5 @@ def run(ctx: StageContext) -> StageResult:
         original_context=upstream.config.train.seq_len if upstream else None,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
     )
-    run_job(loop, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
+    run_gated_job(loop, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
     return training_result(ctx)

@@ -89,6 +89,14 @@ def test_mix_meets_target_shares_by_up_and_down_sampling():
     assert override.shares["b"]["target"] == 0.5
 
 
+def test_a_source_without_documents_keeps_its_target_and_the_others_fill_the_mix():
+    sources = {"a": _source("a", [50] * 20), "b": _source("b", [])}
+    plan = plan_mix(_cfg(pretrain=MixConfig(preset="p", tokens=2000)), "pretrain", sources)
+    assert plan.shares["b"] == {"target": 0.25, "achieved": 0.0, "tokens": 0, "docs": 0, "unique_docs": 0, "epochs": 0.0}
+    assert plan.shares["a"]["target"] == 0.75 and plan.shares["a"]["tokens"] == 2000
+    assert [s for s, _ in plan.picks] == ["a"] and "['b'] have no documents" in plan.notes[0]
+
+
 def test_long_context_mix_takes_the_longest_documents():
     sources = {"a": _source("a", [10, 500, 40, 900, 300])}
     plan = plan_mix(_cfg(longcontext=MixConfig(proportions={"a": 1.0}, tokens=1300, min_doc_tokens=100, longest_first=True)),

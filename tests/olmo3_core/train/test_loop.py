@@ -10,47 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dataclasses
-
-from olmo3_core.chat import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
-from olmo3_core.config.compose import compose_config
 from olmo3_core.config.schema import LaunchConfig
 from olmo3_core.launch import job_command, run_job
-from olmo3_core.stages.jobs import JobOutputs, TrainJob
+from olmo3_core.stages.jobs import JobOutputs
 from olmo3_core.train import loop
+
+from .conftest import pretrain_job
 
 pytestmark = pytest.mark.slow
 ONE = LaunchConfig(nprocs=1)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A tokenizer and one token shard built from stdlib source, like a tiny data artifact."""
-    import sysconfig
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("corpus")
-    texts = [p.read_text() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:25]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
-    fast.save_pretrained(root / "tokenizer")
-    ids = [i for t in texts for i in fast(t)["input_ids"] + [fast.eos_token_id]]
-    (root / "mix").mkdir()
-    np.save(root / "mix" / "shard_00000.npy", np.array(ids, dtype=np.uint32))
-    return root
-
-
-def _job(corpus, out: Path, **train_overrides) -> TrainJob:
-    cfg = compose_config(["preset=micro"])
-    train = dataclasses.replace(cfg.pretrain, **{"max_steps": 30, "checkpoint_every": 10, "log_every": 1, **train_overrides})
-    return TrainJob(kind="pretrain", train=train, model=dataclasses.replace(cfg.model, vocab_size=512),
-                    tokenizer_dir=str(corpus / "tokenizer"), mix_dir=str(corpus / "mix"), output_dir=str(out),
-                    checkpoint_dir=str(out / "work" / "ckpt"))
 
 
 def _losses(out: Path) -> tuple[int, list[float]]:
@@ -61,11 +29,11 @@ def _losses(out: Path) -> tuple[int, list[float]]:
 
 def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve(corpus, tmp_path):
     straight = tmp_path / "straight"
-    run_job(loop, _job(corpus, straight), straight / "work", ONE, print)
+    run_job(loop, pretrain_job(corpus, straight), straight / "work", ONE, print)
     _, reference = _losses(straight)
 
     killed = tmp_path / "killed"
-    job = _job(corpus, killed)
+    job = pretrain_job(corpus, killed)
     (killed / "work").mkdir(parents=True)
     job.write(killed / "work" / "job.json")
     cmd, env = job_command(loop.__name__, killed / "work" / "job.json", ONE)
@@ -88,8 +56,8 @@ def test_sigkilled_pretrain_resumes_from_its_checkpoint_onto_the_same_loss_curve
 
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_job(loop, _job(corpus, one, max_steps=8, micro_batch_size=8), one / "work", ONE, print)
-    run_job(loop, _job(corpus, two, max_steps=8, micro_batch_size=4), two / "work",
+    run_job(loop, pretrain_job(corpus, one, max_steps=8, micro_batch_size=8), one / "work", ONE, print)
+    run_job(loop, pretrain_job(corpus, two, max_steps=8, micro_batch_size=4), two / "work",
             LaunchConfig(nprocs=2, launcher="torchrun"), print)
     np.testing.assert_allclose(_losses(two)[1], _losses(one)[1], rtol=2e-3)
 
@@ -100,7 +68,7 @@ def test_job_exceeding_its_wall_clock_limit_is_killed_with_its_children(corpus, 
     out = tmp_path / "slow"
     started = time.time()
     with pytest.raises(JobFailed, match="timeout_s"):
-        run_job(loop, _job(corpus, out, max_steps=100000), out / "work", LaunchConfig(nprocs=1, timeout_s=15), print)
+        run_job(loop, pretrain_job(corpus, out, max_steps=100000), out / "work", LaunchConfig(nprocs=1, timeout_s=15), print)
     assert time.time() - started < 40
     leftover = subprocess.run(["pgrep", "-f", str(out / "work" / "job.json")], capture_output=True, text=True).stdout
     assert leftover.strip() == ""
