@@ -258,7 +258,7 @@ def _run(session: Session, name: str, progress: ProgressHook, prefect_flow_run_i
             "mlflow": {"run_id": tracker.run_id, "experiment_id": session.tracking.experiment_id},
             "prefect_flow_run_id": prefect_flow_run_id, "git_commit": git_commit(), "created_at": now_iso(),
             "code_digest": code_digest(spec.kind), "libraries": library_versions(),
-            "files_read": [dataclasses.asdict(f) for f in spec.files],
+            "files_read": [dataclasses.asdict(f) for f in spec.files], "varies_between_runs": result.varies,
         })
         tracker.log_dict(manifest, "artifact.json")
         session.tracking.describe_stage(tracker, manifest, upstream)

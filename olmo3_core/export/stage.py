@@ -60,7 +60,9 @@ def run(ctx: StageContext) -> StageResult:
         tags={"fingerprint": ctx.fingerprint, "data_fingerprint": data.get("fingerprint", ""), "line": config.line,
               "template_hash": template_digest(template), "git_commit": model_input.manifest.get("git_commit", ""),
               "artifact_uri": ctx.uri})
+    why = "records this run's MLflow run ids, artifact URIs and upstream wall-clock timings"
     return StageResult(metrics={"parameters": float(sample["parameters"])},
+                       varies={"model/README.md": why, "model/lineage.json": why},
                        report_markdown=f"### {ctx.name}\n\nExported to `{out}`.\n\nSample: `{sample['text']!r}`\n")
 
 

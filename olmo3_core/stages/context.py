@@ -72,3 +72,6 @@ class StageResult:
     raw_inputs: list[dict[str, Any]] = field(default_factory=list)
     # Markdown summary shown as a Prefect artifact and logged to MLflow.
     report_markdown: str = ""
+    # Published files whose bytes differ between two runs of the same config, and why (recorded in the
+    # manifest; every other file is expected to be byte-identical on the same machine).
+    varies: dict[str, str] = field(default_factory=dict)

@@ -13,6 +13,7 @@ def test_the_same_config_in_two_fresh_homes_publishes_identical_bytes(tmp_path):
     first, second = (run_plan(compose_config([*OVERRIDES, f"storage.root={tmp_path / home / 'artifacts'}"]))
                      for home in ("a", "b"))
     assert list(first) == list(second) == ["data", "pretrain", "midtrain", "longmino", "instruct/sft"]
+    assert all(m["varies_between_runs"] == {} for m in first.values())  # none of these declares a difference
     for stage, manifest in first.items():
         other = second[stage]
         assert manifest["uri"] != other["uri"] and manifest["fingerprint"] == other["fingerprint"], stage

@@ -45,3 +45,4 @@ def test_export_is_loadable_with_its_chat_template_and_lineage(tmp_path):
     assert lineage["artifact_uri"] == "file:///export" and [r["stage"] for r in lineage["chain"]] == ["instruct/sft"]
     card = (model_dir / "README.md").read_text()
     assert template_digest("instruct") in card and "run-1" in card and "olmo3-instruct" in card
+    assert set(result.varies) == {"model/README.md", "model/lineage.json"}  # declared, since they name this run
