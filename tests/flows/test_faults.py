@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,15 @@ def _training_pids(pattern: str) -> list[int]:
     return [int(p) for p in out if int(p) != os.getpid()]
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_crashed_training_job_is_retried_by_prefect_and_resumes_from_its_checkpoint():
+def test_crashed_training_job_is_retried_by_prefect_and_resumes_from_its_checkpoint(wait_for):
     overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=60", "pretrain.checkpoint_every=10",
                  "pretrain.seed=11", "orchestration.retries=1"]
     root = Path(default_storage_root()) / "pretrain"
 
     def crash_once_checkpointed():
-        latest = _wait_for(lambda: next(iter(root.glob("*/work/checkpoints/latest")), None), 600, "a checkpoint")
+        latest = wait_for(lambda: next(iter(root.glob("*/work/checkpoints/latest")), None), 600, "a checkpoint")
         job = latest.parents[1] / "job.json"
-        pids = _wait_for(lambda: _training_pids(str(job)), 60, "the training process")
+        pids = wait_for(lambda: _training_pids(str(job)), 60, "the training process")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 

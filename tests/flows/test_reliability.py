@@ -29,16 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_MARKER = "OLMO3_TEST_MARKER"
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def _marked(marker: str) -> list[psutil.Process]:
     """Live processes started (directly or not) by a process this test launched with `marker`."""
     found = []
@@ -82,7 +72,7 @@ def _gone(procs: list[psutil.Process]) -> bool:
 
 # --- processes die with their owner -----------------------------------------------------------------
 
-def test_data_pool_workers_die_with_the_process_that_owns_the_pool():
+def test_data_pool_workers_die_with_the_process_that_owns_the_pool(wait_for):
     marker = uuid.uuid4().hex
     owner = _python("""
         import time
@@ -100,15 +90,15 @@ def test_data_pool_workers_die_with_the_process_that_owns_the_pool():
             found = [p for p in psutil.Process(owner.pid).children() if "spawn_main" in " ".join(p.cmdline())]
             return found if len(found) == 2 else None
 
-        workers = _wait_for(pool_workers, 30, "two pool workers")
+        workers = wait_for(pool_workers, 30, "two pool workers")
         owner.kill()
         owner.wait()
-        _wait_for(lambda: _gone(workers), 10, "the pool workers to die with their owner")
+        wait_for(lambda: _gone(workers), 10, "the pool workers to die with their owner")
     finally:
         _kill(_marked(marker))
 
 
-def test_guard_stops_what_a_killed_process_started():
+def test_guard_stops_what_a_killed_process_started(wait_for):
     """A process killed with SIGKILL cannot clean up; its guard stops what it started, even a
     process in its own session that would not die with its parent (like Prefect's temporary server)."""
     marker = uuid.uuid4().hex
@@ -124,8 +114,8 @@ def test_guard_stops_what_a_killed_process_started():
         sleeper = psutil.Process(int(owner.stdout.readline()))
         owner.kill()
         owner.wait()
-        _wait_for(lambda: _gone([sleeper]), 15, "the orphaned sleeper to be stopped")
-        _wait_for(lambda: not _marked(marker), 15, "the guard itself to exit")
+        wait_for(lambda: _gone([sleeper]), 15, "the orphaned sleeper to be stopped")
+        wait_for(lambda: not _marked(marker), 15, "the guard itself to exit")
     finally:
         _kill(_marked(marker))
 
@@ -219,15 +209,15 @@ def _job_running(marker: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signum):
+def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signum, wait_for):
     home, marker = tmp_path / "home", uuid.uuid4().hex
     cli = _cli(home, marker, "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000")
     try:
-        _wait_for(lambda: _job_running(marker), 600, "the training job to start")
+        wait_for(lambda: _job_running(marker), 600, "the training job to start")
         time.sleep(3)  # into training, past the job's start-up
         cli.send_signal(signum)
         assert cli.wait(timeout=60) in (128 + signum, -signum), (tmp_path / "cli.log").read_text()[-3000:]
-        _wait_for(lambda: not _marked(marker), 15, "every process of the stopped run to end")
+        wait_for(lambda: not _marked(marker), 15, "every process of the stopped run to end")
     finally:
         _kill(_marked(marker))
         if cli.poll() is None:
@@ -240,7 +230,7 @@ def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signu
 
 
 @pytest.mark.slow
-def test_sigkilled_cli_leaves_no_worker_and_doctor_fails_its_runs(tmp_path):
+def test_sigkilled_cli_leaves_no_worker_and_doctor_fails_its_runs(tmp_path, wait_for):
     home, marker = tmp_path / "home", uuid.uuid4().hex
     # the tiny preset's data config: its pool lives for about half a minute, time enough to kill the CLI in it
     cli = _cli(home, marker, "run", "preset=micro", "data=default", "stages=[data]")
@@ -249,13 +239,13 @@ def test_sigkilled_cli_leaves_no_worker_and_doctor_fails_its_runs(tmp_path):
         return [p for p in _marked(marker) if "spawn_main" in " ".join(p.cmdline())]
 
     try:
-        workers = _wait_for(pool_workers, 600, "the data stage's pool workers")
+        workers = wait_for(pool_workers, 600, "the data stage's pool workers")
         time.sleep(1)
         workers = pool_workers()
         cli.kill()
         cli.wait()
-        _wait_for(lambda: _gone(workers), 10, "the pool workers to die with the CLI")
-        _wait_for(lambda: not _marked(marker), 20, "every process of the killed run to end")
+        wait_for(lambda: _gone(workers), 10, "the pool workers to die with the CLI")
+        wait_for(lambda: not _marked(marker), 20, "every process of the killed run to end")
     finally:
         _kill(_marked(marker))
     statuses = _mlflow_statuses(home)
