@@ -58,16 +58,21 @@ def test_dry_run_says_why_a_stage_is_not_cached(tmp_path, capsys):
     from olmo3_core.config.compose import compose_config
     from olmo3_core.runner import run_plan
 
+    import json
+    import random
+
+    from olmo3_core.data.synthetic import english_doc
+
+    rng = random.Random(0)
     web = tmp_path / "web"
     web.mkdir()
-    text = "A plain English paragraph about rivers and the towns along them. " * 12
-    (web / "a.jsonl").write_text("".join(f'{{"id": "{i}", "text": "{text} {i}"}}\n' for i in range(40)))
+    (web / "a.jsonl").write_text("".join(json.dumps({"id": str(i), "text": english_doc(rng, 12)}) + "\n" for i in range(40)))
     overrides = ["preset=micro", "stages=[data]", f"storage.root={tmp_path / 'artifacts'}",
                  f"+data.sources.web={{kind: files, paths: ['{web}/*.jsonl']}}", "+data.mixes.pretrain.proportions.web=1"]
     run_plan(compose_config(overrides), overrides)
     assert main(["run", "--dry-run", *overrides]) == 0
     assert re.search(r"^data\s+data\s+[0-9a-f]{12}\s+cached$", capsys.readouterr().out, re.M)
-    (web / "b.jsonl").write_text(f'{{"id": "new", "text": "{text} new"}}\n')
+    (web / "b.jsonl").write_text(json.dumps({"id": "new", "text": english_doc(rng, 12)}) + "\n")
     assert main(["run", "--dry-run", *overrides]) == 0
     assert re.search(r"^data\s+.*to run \(input files changed: .*b\.jsonl\)$", capsys.readouterr().out, re.M)
 
