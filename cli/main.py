@@ -1,6 +1,6 @@
 """`olmo3-flow`: the user entry point.
 
-    olmo3-flow run [--dry-run] [hydra overrides...]
+    olmo3-flow run [--dry-run] [--verify fast|full] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
