@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import typing
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +15,9 @@ from olmo3_core.config.typed import ConfigError, check_ranges
 from olmo3_core.data import processors
 from olmo3_core.data.config import MIX_NAMES, DataConfig
 from olmo3_core.kinds import BASE_TRAINING, BRANCHES, POSTTRAIN_STEPS, STAGE_KINDS
+
+
+_HYDRA = threading.Lock()  # Hydra's GlobalHydra is process-wide: flows composed in threads take turns
 
 
 def conf_dir() -> Path:
@@ -31,7 +35,7 @@ def _hydra_compose(overrides: Sequence[str]):
 
     ConfigStore.instance().store(name="flow_schema", node=OmegaConf.to_container(OmegaConf.structured(FlowConfig)))
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        with _HYDRA, initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             return compose(config_name="flow", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"bad override: {exc}") from exc

@@ -63,3 +63,24 @@ def test_a_new_data_source_is_added_typed():
                           "+data.mixes.pretrain.proportions.web=0.5"])
     assert cfg.data.sources["web"] == SourceConfig(kind="files", paths=["/data/web/*.jsonl.zst"])
     assert cfg.data.mixes["pretrain"].proportions["web"] == 0.5
+
+
+def test_flows_composed_in_threads_do_not_race_on_hydra():
+    """Prefect runs concurrent flows in threads; Hydra's global state must not make one of them fail."""
+    import threading
+
+    errors = []
+
+    def compose(seed):
+        try:
+            for _ in range(3):
+                assert compose_config(["preset=micro", f"pretrain.seed={seed}"]).pretrain.seed == seed
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compose, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
