@@ -327,4 +327,6 @@ def test_two_runs_starting_at_once_on_a_fresh_home_both_succeed(tmp_path):
         _kill(_marked(marker))
     assert codes == [0, 0], (tmp_path / "cli.log").read_text()[-5000:]
     statuses = _mlflow_statuses(home)
-    assert len([n for n in statuses if n.startswith("model-flow/")]) == 2 and set(statuses.values()) == {"FINISHED"}
+    # each run: its parent run (named after its Prefect flow run) and its data stage run (one builds, one reuses)
+    assert sum(n.startswith("data/") for n in statuses) == 2 and len(statuses) == 4, statuses
+    assert set(statuses.values()) == {"FINISHED"}
