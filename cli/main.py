@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from olmo3_cli import stack
@@ -94,13 +95,14 @@ def _run(overrides: list[str]) -> int:
     from olmo3_core.home import default_tracking_uri, project_home
 
     started = time.time()
+    tracking_uri = cfg.tracking.uri or default_tracking_uri()
     procs.start_guard()  # a SIGKILL of this process must not leave the Prefect server or workers behind
     try:
-        with procs.stop_signals_raise():
+        with procs.stop_signals_raise(on_stuck=lambda signum: _shut_down(signum, tracking_uri)):
             _set_up_stores(cfg)
             uris = model_flow(overrides=overrides)
     except procs.Stopped as stop:
-        _shut_down(stop.signum, cfg.tracking.uri or default_tracking_uri())
+        _shut_down(stop.signum, tracking_uri)
     print(f"\nmodel flow finished in {time.time() - started:.0f}s. Exported models:")
     for name, uri in uris.items():
         if name.endswith("/export"):
@@ -145,7 +147,8 @@ def _shut_down(signum: int, tracking_uri: str) -> None:
     from olmo3_core import procs
     from olmo3_core.launch import terminate_running_jobs
 
-    procs.ignore_stop_signals()
+    if threading.current_thread() is threading.main_thread():  # the watchdog thread cannot set handlers
+        procs.ignore_stop_signals()
     reason = f"olmo3-flow run stopped by {signal.Signals(signum).name}"
 
     def attempt(what: str, step, default):

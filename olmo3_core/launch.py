@@ -31,12 +31,15 @@ class JobFailed(RuntimeError):
 
 _RUNNING: set[subprocess.Popen] = set()  # jobs of this process, killed if the process is told to stop
 _RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set once the process is stopping: no job may start after that
 
 
 def terminate_running_jobs() -> int:
-    """Kill every job this process launched and has not reaped. A flow that is cancelled or crashes
-    calls this: its jobs run in worker threads that would otherwise keep the process alive."""
+    """Kill every job this process launched and has not reaped, and launch no more. A flow that is
+    cancelled or crashes calls this: its jobs run in worker threads that would otherwise keep the
+    process alive, and a stage retried by Prefect after its job was killed would start a new one."""
     with _RUNNING_LOCK:
+        _STOPPING.set()
         jobs = list(_RUNNING)
     for proc in jobs:
         _kill_group(proc)
@@ -116,9 +119,11 @@ def run_job(module: ModuleType, job: Job, work_dir: Path, launch: LaunchConfig,
     cmd, extra_env = job_command(name, job_file, launch)
     env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
     log(f"launching: {' '.join(cmd)}")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True, preexec_fn=die_with_parent)
     with _RUNNING_LOCK:
+        if _STOPPING.is_set():
+            raise JobFailed(f"not launching {name}: this process is stopping")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True, preexec_fn=die_with_parent)
         _RUNNING.add(proc)
     timed_out = threading.Event()
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
@@ -197,11 +198,17 @@ class Stopped(BaseException):
 
 
 @contextmanager
-def stop_signals_raise() -> Iterator[None]:
+def stop_signals_raise(on_stuck: Callable[[int], None] | None = None, grace_s: float = 20.0) -> Iterator[None]:
     """Inside: SIGTERM and SIGINT raise `Stopped` in the main thread. Prefect's flow engine, which
-    bridges SIGTERM itself, marks its flow run Crashed and then re-delivers the signal to this handler."""
+    bridges SIGTERM itself, marks its flow run Crashed and then re-delivers the signal to this handler.
+    If the process is still alive `grace_s` after the signal (the exception was swallowed by code it
+    interrupted), `on_stuck(signum)` runs from a watchdog thread: the stop happens either way."""
     def handler(signum: int, frame: Any) -> None:
         ignore_stop_signals()  # one shutdown; a second signal must not interrupt it
+        if on_stuck:
+            watchdog = threading.Timer(grace_s, on_stuck, args=(signum,))
+            watchdog.daemon = True
+            watchdog.start()
         raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
