@@ -28,6 +28,8 @@ def _dry_run(overrides: list[str]) -> int:
     cfg, store, plan = _preflight(overrides, memory=False)
     params = count_parameters(cfg.model)
     print(f"model: {params / 1e9:.2f}B parameters ({params:,}); artifacts under {store.root}")
+    for line in _training_summary(cfg, plan):
+        print(line)
     need, (have, what) = memory_needed(cfg, plan, store), available_bytes()
     if need:
         verdict = "fits" if need.bytes <= have else "does NOT fit: `run` refuses it unless launch.check_memory=false"
@@ -37,6 +39,33 @@ def _dry_run(overrides: list[str]) -> int:
         status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
         print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
     return 0
+
+
+def _training_summary(cfg, plan) -> list[str]:
+    """One line per planned base-training stage: the hyperparameters that define the run, with the global
+    batch in tokens as the processes of this launch config would see it."""
+    from olmo3_core.kinds import BASE_TRAINING
+    from olmo3_core.plan import world_size
+
+    world = world_size(cfg.launch)
+    kinds = {spec.kind for spec in plan.stages.values()}
+    lines = []
+    for kind in (k for k in BASE_TRAINING if k in kinds):
+        t = getattr(cfg, kind)
+        batch = t.micro_batch_size * t.grad_accum_steps * world * t.seq_len
+        extra = ""
+        # fields the loop gains in issue 11; shown when this TrainConfig has them
+        for field, label in (("schedule", "schedule"), ("z_loss", "z-loss")):
+            if getattr(t, field, None) is not None:
+                extra += f", {label} {getattr(t, field)}"
+        if t.yarn_factor > 1:
+            extra += f", YaRN x{t.yarn_factor:g}"
+        lines.append(
+            f"{kind}: seq_len {t.seq_len}, global batch {batch:,} tokens ({t.micro_batch_size} x {t.grad_accum_steps} accum "
+            f"x {world} procs x {t.seq_len}), {t.max_steps:,} steps = {t.max_steps * batch / 1e9:,.1f}B tokens, "
+            f"peak lr {t.lr:.4g}, warmup {t.warmup_steps:,}, min lr {t.min_lr_ratio:g}x, weight decay {t.weight_decay:g}, "
+            f"betas ({t.beta1:g}, {t.beta2:g}), grad clip {t.grad_clip:g}, {t.precision}, ZeRO-{t.zero_stage}{extra}")
+    return lines
 
 
 SECRETS_REFUSED = """refusing to run: these overrides carry credentials (shown masked):

@@ -7,6 +7,7 @@ Long-context extension applies YaRN to the full-attention layers only; sliding l
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,6 +66,23 @@ def olmo3_config(model: ModelConfig, yarn_factor: float = 0.0, original_context:
         eos_token_id=ids.get("eos"),
         bos_token_id=None,
     )
+
+
+def vocab_mismatch(model_vocab: int, tokenizer_vocab: int, tokenizer_source: str) -> str | None:
+    """The refusal message when the model's vocabulary cannot hold every id the tokenizer emits, else None.
+    A larger model vocabulary is fine (OLMo pads 100,278 to a multiple of 128; the extra rows go unused)."""
+    if model_vocab >= tokenizer_vocab:
+        return None
+    return (f"model.vocab_size ({model_vocab:,}) is smaller than the tokenizer's vocabulary ({tokenizer_vocab:,}, "
+            f"{tokenizer_source}): token ids {model_vocab:,}..{tokenizer_vocab - 1:,} would index past the embedding "
+            f"table; set model.vocab_size to at least {tokenizer_vocab:,} or use a smaller tokenizer")
+
+
+def local_tokenizer_size(tokenizer_dir: str | Path) -> int:
+    """Ids a saved Hugging Face tokenizer can emit: its base vocabulary plus added (special) tokens."""
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
 
 
 def build_model(config: Olmo3Config, seed: int = 0) -> Olmo3ForCausalLM:
