@@ -4,6 +4,7 @@
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
+    olmo3-flow serve <export dir | registered model name[@version]> [--host H] [--port P] [--backend auto|vllm|transformers]
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
 from __future__ import annotations
@@ -248,6 +249,16 @@ def _artifact_of_run(run_id: str, overrides: list[str]) -> str:
     return tags["artifact_uri"]
 
 
+def _serve(args) -> int:
+    from olmo3_core.serve import ServeError, serve
+
+    try:
+        return serve(args.target, args.host, args.port, args.backend, args.tracking_uri)
+    except ServeError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+
+
 def _trace(shard: str, offset: int) -> int:
     from olmo3_core.data.provenance import trace_token
 
@@ -274,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
+    serve = sub.add_parser("serve", help="OpenAI-compatible chat endpoint for an exported model (vLLM on GPU, transformers otherwise)")
+    serve.add_argument("target", help="an export directory, or a registered model name[@version] (latest without @)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto",
+                       help="auto: vLLM when installed and a GPU is visible, else transformers")
+    serve.add_argument("--tracking-uri", help="MLflow tracking URI for registered names (default: the project home's)")
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
     if extra and args.command != "lineage":
@@ -286,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":
         return stack.main(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "doctor":
         return _doctor(args.dry_run, args.tracking_uri)
     return _trace(args.shard, args.offset)
