@@ -285,13 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
-    serve = sub.add_parser("serve", help="OpenAI-compatible chat endpoint for an exported model (vLLM on GPU, transformers otherwise)")
-    serve.add_argument("target", help="an export directory, or a registered model name[@version] (latest without @)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto",
-                       help="auto: vLLM when installed and a GPU is visible, else transformers")
-    serve.add_argument("--tracking-uri", help="MLflow tracking URI for registered names (default: the project home's)")
+    from olmo3_core.serve import add_arguments as serve_arguments
+
+    serve_arguments(sub.add_parser("serve", help="OpenAI-compatible chat endpoint for an exported model "
+                                                 "(vLLM on GPU, transformers otherwise)"))
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
     if extra and args.command != "lineage":

@@ -268,3 +268,31 @@ def create_app(chat: TransformersChat):
 
     return app
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m olmo3_core.serve`: the same as `olmo3-flow serve`, for machines where only the library is
+    on the path (benchmarks/gpu_check.py uses it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m olmo3_core.serve", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return serve(args.target, args.host, args.port, args.backend, args.tracking_uri)
+    except ServeError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("target", help="an export directory, or a registered model name[@version] (latest without @)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: vLLM when installed and a GPU is visible, else transformers")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for registered names (default: the project home's)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

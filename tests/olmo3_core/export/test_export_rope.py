@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, Olmo3Config
 
 from olmo3_core.config.schema import ExportStageConfig
-from olmo3_core.export.stage import add_legacy_rope_fields, run
+from olmo3_core.export.hf import add_legacy_rope_fields
+from olmo3_core.export.stage import run
 from olmo3_core.stages import StageContext
 
 from .test_export import _model_artifact
