@@ -72,7 +72,7 @@ def _registered(name: str, version: str | None, tracking_uri: str | None, cache_
     if version is None:
         chosen = max(versions, key=lambda v: int(v.version))
     else:
-        chosen = next((v for v in versions if v.version == version), None)
+        chosen = next((v for v in versions if str(v.version) == version), None)  # MLflow's type varies (int/str)
         if chosen is None:
             raise ServeError(f"registered model {name!r} has no version {version}; it has "
                              f"{sorted(int(v.version) for v in versions)}")
@@ -80,7 +80,7 @@ def _registered(name: str, version: str | None, tracking_uri: str | None, cache_
     artifact = (chosen.tags or {}).get("artifact_uri", "").removeprefix("file://")
     if artifact and "://" not in artifact and (Path(artifact) / "model" / "config.json").is_file():
         return ServedModel(Path(artifact) / "model", served_name)
-    dest = (cache_dir or project_home() / "cache" / "serve") / name / chosen.version
+    dest = (cache_dir or project_home() / "cache" / "serve") / name / str(chosen.version)
     if not (dest / "config.json").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(uri)  # `models:/` URIs resolve through the process-wide tracking URI

@@ -129,3 +129,26 @@ def test_targets_resolve_to_model_dirs_or_fail_clearly(micro_export, tmp_path):
         resolve_target(str(tmp_path))
     with pytest.raises(ServeError, match="no registered model named 'olmo3-nothing'"):
         resolve_target("olmo3-nothing@2", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_registered_model_version_resolves_to_its_export(micro_export, tmp_path):
+    """As the export stage registers it: served from the export artifact named by the version's
+    `artifact_uri` tag, or from the registry's copy of the files when that artifact is not local."""
+    from mlflow.tracking import MlflowClient
+
+    from olmo3_core.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("serve", artifact_location=str(tmp_path / "mlartifacts"))
+    tracker = MlflowTracker(uri, client.create_run(experiment).info.run_id)
+    artifact = micro_export.parent
+    assert tracker.register_model("olmo3-instruct", micro_export, tags={"artifact_uri": f"file://{artifact}"}) in (1, "1")
+    assert tracker.register_model("olmo3-instruct", micro_export, tags={"artifact_uri": "s3://bucket/export/x"}) in (2, "2")
+
+    assert resolve_target("olmo3-instruct@1", tracking_uri=uri) == ServedModel(artifact / "model", "olmo3-instruct@1")
+    latest = resolve_target("olmo3-instruct", tracking_uri=uri, cache_dir=tmp_path / "cache")
+    assert latest.name == "olmo3-instruct@2" and latest.path == tmp_path / "cache" / "olmo3-instruct" / "2"
+    assert (latest.path / "config.json").read_bytes() == (micro_export / "config.json").read_bytes()
+    with pytest.raises(ServeError, match=r"has no version 7; it has \[1, 2\]"):
+        resolve_target("olmo3-instruct@7", tracking_uri=uri)
