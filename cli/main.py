@@ -48,7 +48,9 @@ def _training_summary(cfg, plan) -> list[str]:
     from olmo3_core.kinds import BASE_TRAINING
     from olmo3_core.plan import world_size
 
-    world = world_size(cfg.launch)
+    # the processes that share a global batch: the hostfile's slots, else nprocs on each of nnodes nodes
+    # (plan.world_size, which the fingerprints use, counts one node only)
+    world = world_size(cfg.launch) * (1 if cfg.launch.hostfile else cfg.launch.nnodes)
     kinds = {spec.kind for spec in plan.stages.values()}
     lines = []
     for kind in (k for k in BASE_TRAINING if k in kinds):

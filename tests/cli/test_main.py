@@ -130,3 +130,10 @@ def test_the_gpu_smoke_preset_is_a_small_model_that_fits_one_gpu(capsys):
     out = capsys.readouterr().out
     billions = float(re.search(r"model: ([0-9.]+)B parameters", out)[1])
     assert 0.1 <= billions <= 1.0, out
+
+
+def test_dry_run_global_batch_counts_the_processes_of_every_node(capsys):
+    assert main(["run", "--dry-run", "model=olmo3_7b", "train=olmo3_7b", "launch.nprocs=4", "launch.nnodes=2",
+                 "launch.master_addr=10.0.0.1", "launch.master_port=29400"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain: seq_len 8192, global batch 4,194,304 tokens (2 x 32 accum x 8 procs x 8192)" in out
