@@ -4,6 +4,7 @@
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
+    olmo3-flow serve <export dir | registered model name[@version]> [--host H] [--port P] [--backend auto|vllm|transformers]
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _dry_run(overrides: list[str]) -> int:
     cfg, store, plan = _preflight(overrides, memory=False)
     params = count_parameters(cfg.model)
     print(f"model: {params / 1e9:.2f}B parameters ({params:,}); artifacts under {store.root}")
+    for line in _training_summary(cfg, plan):
+        print(line)
     need, (have, what) = memory_needed(cfg, plan, store), available_bytes()
     if need:
         verdict = "fits" if need.bytes <= have else "does NOT fit: `run` refuses it unless launch.check_memory=false"
@@ -37,6 +40,35 @@ def _dry_run(overrides: list[str]) -> int:
         status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
         print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
     return 0
+
+
+def _training_summary(cfg, plan) -> list[str]:
+    """One line per planned base-training stage: the hyperparameters that define the run, with the global
+    batch in tokens as the processes of this launch config would see it."""
+    from olmo3_core.kinds import BASE_TRAINING
+    from olmo3_core.plan import world_size
+
+    # the processes that share a global batch: the hostfile's slots, else nprocs on each of nnodes nodes
+    # (plan.world_size, which the fingerprints use, counts one node only)
+    world = world_size(cfg.launch) * (1 if cfg.launch.hostfile else cfg.launch.nnodes)
+    kinds = {spec.kind for spec in plan.stages.values()}
+    lines = []
+    for kind in (k for k in BASE_TRAINING if k in kinds):
+        t = getattr(cfg, kind)
+        batch = t.micro_batch_size * t.grad_accum_steps * world * t.seq_len
+        extra = ""
+        # fields the loop gains in issue 11; shown when this TrainConfig has them
+        for field, label in (("schedule", "schedule"), ("z_loss", "z-loss")):
+            if getattr(t, field, None) is not None:
+                extra += f", {label} {getattr(t, field)}"
+        if t.yarn_factor > 1:
+            extra += f", YaRN x{t.yarn_factor:g}"
+        lines.append(
+            f"{kind}: seq_len {t.seq_len}, global batch {batch:,} tokens ({t.micro_batch_size} x {t.grad_accum_steps} accum "
+            f"x {world} procs x {t.seq_len}), {t.max_steps:,} steps = {t.max_steps * batch / 1e9:,.1f}B tokens, "
+            f"peak lr {t.lr:.4g}, warmup {t.warmup_steps:,}, min lr {t.min_lr_ratio:g}x, weight decay {t.weight_decay:g}, "
+            f"betas ({t.beta1:g}, {t.beta2:g}), grad clip {t.grad_clip:g}, {t.precision}, ZeRO-{t.zero_stage}{extra}")
+    return lines
 
 
 SECRETS_REFUSED = """refusing to run: these overrides carry credentials (shown masked):
@@ -219,6 +251,16 @@ def _artifact_of_run(run_id: str, overrides: list[str]) -> str:
     return tags["artifact_uri"]
 
 
+def _serve(args) -> int:
+    from olmo3_core.serve import ServeError, serve
+
+    try:
+        return serve(args.target, args.host, args.port, args.backend, args.tracking_uri)
+    except ServeError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+
+
 def _trace(shard: str, offset: int) -> int:
     from olmo3_core.data.provenance import trace_token
 
@@ -245,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
+    from olmo3_core.serve import add_arguments as serve_arguments
+
+    serve_arguments(sub.add_parser("serve", help="OpenAI-compatible chat endpoint for an exported model "
+                                                 "(vLLM on GPU, transformers otherwise)"))
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
     args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
     if extra and args.command != "lineage":
@@ -257,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":
         return stack.main(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "doctor":
         return _doctor(args.dry_run, args.tracking_uri)
     return _trace(args.shard, args.offset)

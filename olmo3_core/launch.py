@@ -1,5 +1,5 @@
-"""Run a training job as a subprocess: one process, torchrun, or the DeepSpeed launcher (hostfile for
-multi-node). Output is streamed line by line; `PROGRESS done total desc` lines become progress
+"""Run a training job as a subprocess: one process, torchrun (one node, or several through its c10d
+rendezvous), or the DeepSpeed launcher (hostfile for multi-node). Output is streamed line by line; `PROGRESS done total desc` lines become progress
 updates. The job runs in its own process group with a wall-clock limit, and dies with its parent
 (PR_SET_PDEATHSIG), so a timeout, a cancelled flow or a killed worker never leaves orphans.
 """
@@ -88,21 +88,45 @@ def validate_hostfile(path: str) -> int:
 
 
 def job_command(module: str, job_file: Path, launch: LaunchConfig) -> tuple[list[str], dict[str, str]]:
-    """The command (and extra environment) that runs `python -m module job_file` under the launcher."""
-    nprocs, port = launch.nprocs, free_port()
+    """The command (and extra environment) that runs `python -m module job_file` under the launcher.
+
+    - a hostfile: the DeepSpeed launcher, which ssh-starts `nprocs`-per-slot processes on its hosts;
+    - `nnodes > 1`: torchrun with c10d rendezvous at master_addr:master_port; every node runs this same
+      command with its own `node_rank` (global ranks follow the rendezvous, data sharding follows rank);
+    - `nprocs > 1` on one node: torchrun (or DeepSpeed's launcher with launcher=deepspeed);
+    - one process: plain `python -m`, with the distributed environment set here."""
+    multi_node = launch.nnodes > 1
+    if multi_node and not (launch.master_addr and launch.master_port):
+        raise ValueError(f"launch.nnodes={launch.nnodes} needs launch.master_addr and launch.master_port: the address "
+                         f"and port of node 0, where every node's torchrun meets (c10d rendezvous)")
+    if launch.node_rank >= launch.nnodes:
+        raise ValueError(f"launch.node_rank ({launch.node_rank}) must be < launch.nnodes ({launch.nnodes})")
+    if multi_node and launch.hostfile:
+        raise ValueError("launch.nnodes > 1 (torchrun on each node) and launch.hostfile (DeepSpeed starts every node "
+                         "from this one) are two ways to go multi-node: set one of them")
+    port = launch.master_port or free_port()
+    addr = launch.master_addr or "127.0.0.1"
+    nprocs = launch.nprocs
     if launch.hostfile or (nprocs > 1 and launch.launcher == "deepspeed"):
         cmd = ["deepspeed", "--master_port", str(port)]
         if launch.hostfile:
             validate_hostfile(launch.hostfile)
             cmd += ["--hostfile", launch.hostfile]
+            if launch.master_addr:  # else DeepSpeed takes the hostfile's first host
+                cmd += ["--master_addr", launch.master_addr]
         else:
             cmd += ["--num_gpus", str(nprocs)]
         return cmd + ["--module", module, str(job_file)], {}
+    if multi_node:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(launch.nnodes), "--node_rank",
+                str(launch.node_rank), "--nproc_per_node", str(nprocs), "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"{addr}:{port}", "--rdzv-id", f"olmo3-{Path(job_file).parent.name}",
+                "-m", module, str(job_file)], {}
     if nprocs > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs),
-                "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", module, str(job_file)], {}
+                "--master_addr", addr, "--master_port", str(port), "-m", module, str(job_file)], {}
     env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+           "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
     return [sys.executable, "-m", module, str(job_file)], env
 
 

@@ -96,7 +96,19 @@ def _check_consistency(cfg: FlowConfig) -> None:
     if long.yarn_factor > 1 and long.seq_len > mid.seq_len * long.yarn_factor:
         raise ConfigError(f"longmino.seq_len ({long.seq_len}) exceeds what YaRN reaches from midtrain.seq_len "
                           f"({mid.seq_len}) x longmino.yarn_factor ({long.yarn_factor})")
+    _check_vocab(cfg)
     _check_data(cfg.data)
+
+
+def _check_vocab(cfg: FlowConfig) -> None:
+    """A token id at or above model.vocab_size indexes past the embedding table: on CPU an IndexError
+    mid-training, on CUDA a device-side assert that kills the job. The data stage trains a BPE tokenizer
+    of (at most) data.tokenizer.vocab_size tokens, special tokens included, so that is its size here."""
+    from olmo3_core.model.build import vocab_mismatch
+
+    problem = vocab_mismatch(cfg.model.vocab_size, cfg.data.tokenizer.vocab_size, "data.tokenizer.vocab_size")
+    if problem:
+        raise ConfigError(problem)
 
 
 def _require(ok: bool, message: str) -> None:

@@ -146,9 +146,15 @@ class TrackingConfig:
 
 @dataclass
 class LaunchConfig:
-    nprocs: int = gt0(1)
+    nprocs: int = gt0(1)  # processes per node
     launcher: str = one_of("torchrun", "torchrun", "deepspeed")
     hostfile: Optional[str] = None
+    # torchrun across nodes: run the same command on every node with its own node_rank; the nodes meet
+    # through torchrun's c10d rendezvous at master_addr:master_port (served by node 0's launcher)
+    nnodes: int = gt0(1)
+    node_rank: int = ge0(0)
+    master_addr: Optional[str] = None  # None: 127.0.0.1 on one node; required with nnodes > 1
+    master_port: Optional[int] = None  # None: a free local port on one node; required with nnodes > 1
     timeout_s: int = gt0(7200)
     check_memory: bool = True  # refuse, before compute, a model whose training would not fit in this machine's memory
 

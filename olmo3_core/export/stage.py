@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import shutil
 
-import torch
-
-from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template, template_digest
+from olmo3_core.chat import template_digest
 from olmo3_core.config.schema import ExportStageConfig
+from olmo3_core.export.hf import add_legacy_rope_fields, set_chat_defaults, smoke_test
 from olmo3_core.lineage import summarize, walk
 from olmo3_core.stages import StageContext, StageResult
 from olmo3_core.tracking import lineage_table
@@ -46,7 +45,8 @@ def run(ctx: StageContext) -> StageResult:
     template = config.template or "instruct"
     out = ctx.output_dir / "model"
     shutil.copytree(model_input.path / "model", out, dirs_exist_ok=True)
-    _set_chat_defaults(out, template)
+    add_legacy_rope_fields(out / "config.json")
+    set_chat_defaults(out, template)
     chain = summarize(walk(model_input.manifest, ctx.execution.storage_options))
     lineage = {"artifact_uri": ctx.uri, "stage": ctx.name, "chain": chain}
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
@@ -64,32 +64,6 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics={"parameters": float(sample["parameters"])},
                        varies={"model/README.md": why, "model/lineage.json": why},
                        report_markdown=f"### {ctx.name}\n\nExported to `{out}`.\n\nSample: `{sample['text']!r}`\n")
-
-
-def _set_chat_defaults(model_dir, template: str) -> None:
-    from transformers import AutoTokenizer, GenerationConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.chat_template = chat_template(template)
-    tokenizer.save_pretrained(model_dir)
-    gen = GenerationConfig(eos_token_id=tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN]),
-                           pad_token_id=tokenizer.pad_token_id, do_sample=False)
-    gen.save_pretrained(model_dir)
-
-
-def smoke_test(model_dir) -> dict:
-    """Load the export the way a user would and generate from a chat prompt."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
-                                           tokenize=False)
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        gen = model.generate(**ids, max_new_tokens=12)
-    text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    return {"text": text, "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def _registry_description(ctx: StageContext, chain: list[dict]) -> str:

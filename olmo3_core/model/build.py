@@ -6,12 +6,24 @@ Long-context extension applies YaRN to the full-attention layers only; sliding l
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Olmo3Config, Olmo3ForCausalLM
 
 from olmo3_core.config.schema import ModelConfig
+
+
+# YaRN's ramp boundaries (rotations per original context) as in the paper and transformers' defaults.
+YARN_BETA_FAST = 32.0
+YARN_BETA_SLOW = 1.0
+
+
+def yarn_attention_factor(factor: float) -> float:
+    """YaRN's attention temperature, sqrt(1/t) = 0.1 ln(s) + 1 (paper eq. 22), as transformers defaults it."""
+    return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
 def layer_types(num_layers: int, full_attention_every: int) -> list[str]:
@@ -29,8 +41,11 @@ def olmo3_config(model: ModelConfig, yarn_factor: float = 0.0, original_context:
     if yarn_factor > 1:
         if not original_context:
             raise ValueError("YaRN needs the context length the model was trained at (original_context)")
+        # beta/attention factor spelled out (transformers' defaults) so every reader of the export agrees
         full_rope = {"rope_type": "yarn", "rope_theta": theta, "factor": float(yarn_factor),
-                     "original_max_position_embeddings": int(original_context)}
+                     "original_max_position_embeddings": int(original_context),
+                     "beta_fast": YARN_BETA_FAST, "beta_slow": YARN_BETA_SLOW,
+                     "attention_factor": yarn_attention_factor(float(yarn_factor))}
         max_positions = int(original_context * yarn_factor)  # YaRN's extended context
     ids = special_ids or {}
     return Olmo3Config(
@@ -51,6 +66,23 @@ def olmo3_config(model: ModelConfig, yarn_factor: float = 0.0, original_context:
         eos_token_id=ids.get("eos"),
         bos_token_id=None,
     )
+
+
+def vocab_mismatch(model_vocab: int, tokenizer_vocab: int, tokenizer_source: str) -> str | None:
+    """The refusal message when the model's vocabulary cannot hold every id the tokenizer emits, else None.
+    A larger model vocabulary is fine (OLMo pads 100,278 to a multiple of 128; the extra rows go unused)."""
+    if model_vocab >= tokenizer_vocab:
+        return None
+    return (f"model.vocab_size ({model_vocab:,}) is smaller than the tokenizer's vocabulary ({tokenizer_vocab:,}, "
+            f"{tokenizer_source}): token ids {model_vocab:,}..{tokenizer_vocab - 1:,} would index past the embedding "
+            f"table; set model.vocab_size to at least {tokenizer_vocab:,} or use a smaller tokenizer")
+
+
+def local_tokenizer_size(tokenizer_dir: str | Path) -> int:
+    """Ids a saved Hugging Face tokenizer can emit: its base vocabulary plus added (special) tokens."""
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
 
 
 def build_model(config: Olmo3Config, seed: int = 0) -> Olmo3ForCausalLM:

@@ -95,3 +95,45 @@ def test_run_refuses_credentials_in_overrides_before_anything_starts(override, d
     assert "model:" not in captured.out, "nothing may be planned or run"
     after = set(artifacts.rglob("*")) if artifacts.exists() else set()
     assert after == before
+
+
+def test_dry_run_of_the_7b_preset_prints_the_released_hyperparameters(capsys):
+    assert main(["run", "--dry-run", "model=olmo3_7b", "train=olmo3_7b", "launch.nprocs=8"]) == 0
+    out = capsys.readouterr().out
+    assert "7.30B parameters" in out
+    lines = {line.split(":")[0]: line for line in out.splitlines() if re.match(r"^(pretrain|midtrain|longmino): ", line)}
+    # OLMo-3-1025-7B-pretrain-1.py: 8192 x 512 tokens per step, LR 3e-4, 2000 warmup steps, 5T-token horizon
+    assert "seq_len 8192, global batch 4,194,304 tokens" in lines["pretrain"]
+    assert "peak lr 0.0003, warmup 2,000" in lines["pretrain"] and "weight decay 0.1" in lines["pretrain"]
+    assert "= 5,000.0B tokens" in lines["pretrain"] and "bf16" in lines["pretrain"]
+    # -midtrain.py: 2**21 tokens per step for 100B tokens; -long-context.py: 64 x 65536, YaRN x8
+    assert "global batch 2,097,152 tokens" in lines["midtrain"] and "= 100.0B tokens" in lines["midtrain"]
+    assert "seq_len 65536, global batch 4,194,304 tokens" in lines["longmino"] and "YaRN x8" in lines["longmino"]
+
+
+def test_the_32b_preset_composes_with_its_released_learning_rates(capsys):
+    assert main(["run", "--dry-run", "model=olmo3_32b", "train=olmo3_32b"]) == 0
+    out = capsys.readouterr().out
+    assert "32.23B parameters" in out and "peak lr 0.0006, warmup 2,000" in out and "ZeRO-3" in out
+
+
+def test_a_vocabulary_smaller_than_the_tokenizer_fails_before_compute_naming_both(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--dry-run", "model=olmo3_7b", "data.tokenizer.vocab_size=120000"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "model.vocab_size (100,278)" in err and "(120,000, data.tokenizer.vocab_size)" in err
+
+
+def test_the_gpu_smoke_preset_is_a_small_model_that_fits_one_gpu(capsys):
+    assert main(["run", "--dry-run", "preset=gpu_smoke"]) == 0
+    out = capsys.readouterr().out
+    billions = float(re.search(r"model: ([0-9.]+)B parameters", out)[1])
+    assert 0.1 <= billions <= 1.0, out
+
+
+def test_dry_run_global_batch_counts_the_processes_of_every_node(capsys):
+    assert main(["run", "--dry-run", "model=olmo3_7b", "train=olmo3_7b", "launch.nprocs=4", "launch.nnodes=2",
+                 "launch.master_addr=10.0.0.1", "launch.master_port=29400"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain: seq_len 8192, global batch 4,194,304 tokens (2 x 32 accum x 8 procs x 8192)" in out

@@ -10,7 +10,7 @@ from olmo3_core.model import build_model, olmo3_config
 from olmo3_core.stages import InputArtifact, StageContext
 
 
-def _model_artifact(root):
+def _model_artifact(root, yarn_factor: float = 0.0, original_context: int | None = None):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -21,7 +21,8 @@ def _model_artifact(root):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
     model_cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                             vocab_size=320, max_position_embeddings=128, sliding_window=16, full_attention_every=2)
-    model = build_model(olmo3_config(model_cfg, special_ids={"pad": fast.pad_token_id, "eos": fast.eos_token_id}))
+    model = build_model(olmo3_config(model_cfg, yarn_factor, original_context,
+                                     special_ids={"pad": fast.pad_token_id, "eos": fast.eos_token_id}))
     model.save_pretrained(root / "model")
     fast.save_pretrained(root / "model")
     manifest = {"stage": "instruct/sft", "kind": "sft", "fingerprint": "a" * 64, "uri": str(root), "upstream": [],
