@@ -19,10 +19,11 @@
 # and serving uses the transformers backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="$(command -v python || command -v python3)"  # GPU images often have only python3
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 export DS_BUILD_OPS=0  # DeepSpeed: no JIT-compiled ops (the loop uses torch's AdamW)
-exec timeout 470 python benchmarks/gpu_check.py "$@"
+exec timeout 470 "$PYTHON" benchmarks/gpu_check.py "$@"
