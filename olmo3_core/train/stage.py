@@ -1,8 +1,10 @@
 """The pretrain, midtrain and longmino stages: one implementation, three configs.
 
 pretrain starts from random init on the pretrain mix; midtrain continues from pretrain on the
-Dolmino-style mix at a lower LR; longmino continues from midtrain at a longer sequence length with
-YaRN on the full-attention layers.
+Dolmino-style mix, by default from pretrain's final LR and AdamW state with a linear decay to zero;
+longmino continues from midtrain at a longer sequence length with YaRN on the full-attention layers.
+Each artifact holds `model/`, `optimizer/state.pt` (what the next stage continues from) and any kept
+checkpoints (`checkpoints/step{N}/`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ def run(ctx: StageContext) -> StageResult:
         checkpoint_dir=str(ctx.output_dir / "work" / "checkpoints"),
         init_model_dir=str(upstream.path / "model") if upstream else None,
         original_context=upstream.config.train.seq_len if upstream else None,
+        # the upstream's optimizer/state.pt: its AdamW moments and hand-off LR (train.continue_from_upstream)
+        init_optimizer_dir=str(upstream.path) if upstream and config.train.continue_from_upstream else None,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
     )
     run_gated_job(loop, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
