@@ -13,7 +13,7 @@ import logging
 from olmo3_core.config.schema import TrainStageConfig
 from olmo3_core.kinds import init_from
 from olmo3_core.stages import StageContext, StageResult
-from olmo3_core.stages.jobs import TrackingRef, TrainJob
+from olmo3_core.stages.jobs import JobOutputs, TrackingRef, TrainJob
 from olmo3_core.stages.report import training_result
 from olmo3_core.train import loop
 from olmo3_core.train.health import run_gated_job
@@ -40,4 +40,26 @@ def run(ctx: StageContext) -> StageResult:
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
     )
     run_gated_job(loop, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
-    return training_result(ctx)
+    result = training_result(ctx)
+    outputs = JobOutputs.read(ctx.output_dir)
+    result.report_markdown += f"\n\nprecision: {outputs.precision}; peak LR {outputs.summary['peak_lr']:.4g}, " \
+                              f"final LR {outputs.summary['final_lr']:.4g}"
+    if outputs.kept:
+        result.report_markdown += "\n\nkept checkpoints: " + ", ".join(
+            f"`{k.path}` ({k.tokens_seen:,} tokens)" for k in outputs.kept)
+    _lr_plot(ctx, outputs, JobOutputs.read(upstream.path) if upstream and job.init_optimizer_dir else None)
+    return result
+
+
+def _lr_plot(ctx: StageContext, outputs: JobOutputs, upstream: JobOutputs | None) -> None:
+    """LR and loss per step, with the upstream stage's curve before this one's when this stage continues it,
+    so the hand-off (no re-warming, decay to zero) is visible in one plot."""
+    from olmo3_core.plots import line_plot
+
+    series, offset = {}, 0
+    if upstream is not None and upstream.loss_history and upstream.loss_history[0].lr is not None:
+        series[init_from(ctx.kind)] = ([p.step for p in upstream.loss_history], [p.lr for p in upstream.loss_history])
+        offset = upstream.loss_history[-1].step
+    series[ctx.kind] = ([offset + p.step for p in outputs.loss_history], [p.lr for p in outputs.loss_history])
+    path = line_plot(series, ctx.output_dir / "lr_curve.png", f"{ctx.name} learning rate", "step (across stages)", "lr")
+    ctx.tracker.log_artifact(path, "plots")
