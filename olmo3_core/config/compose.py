@@ -14,7 +14,7 @@ from olmo3_core.config.schema import FlowConfig
 from olmo3_core.config.typed import ConfigError, check_ranges
 from olmo3_core.data import processors
 from olmo3_core.data.config import MIX_NAMES, DataConfig
-from olmo3_core.kinds import BASE_TRAINING, BRANCHES, POSTTRAIN_STEPS, STAGE_KINDS
+from olmo3_core.kinds import BASE_TRAINING, BRANCHES, POSTTRAIN_STEPS, STAGE_KINDS, init_from
 
 
 _HYDRA = threading.Lock()  # Hydra's GlobalHydra is process-wide: flows composed in threads take turns
@@ -89,6 +89,7 @@ def _check_consistency(cfg: FlowConfig) -> None:
     if m.num_heads % m.num_kv_heads:
         raise ConfigError(f"model.num_heads ({m.num_heads}) must be divisible by model.num_kv_heads ({m.num_kv_heads})")
     for stage in BASE_TRAINING:
+        getattr(cfg, stage).check(stage, has_upstream=init_from(stage) is not None)
         seq_len = getattr(cfg, stage).seq_len
         if seq_len > m.max_position_embeddings:
             raise ConfigError(f"{stage}.seq_len ({seq_len}) exceeds model.max_position_embeddings ({m.max_position_embeddings})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from olmo3_core.config.typed import ge0, gt0, one_of
+from olmo3_core.config.typed import ConfigError, ge0, gt0, one_of
 from olmo3_core.data.config import DataConfig
 from olmo3_core.kinds import STAGE_KINDS
 
@@ -34,27 +34,80 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """One base-model training stage: pretrain, midtrain or longmino."""
+    """One base-model training stage: pretrain, midtrain or longmino.
+
+    The recipe follows OLMo-core's released OLMo 3 scripts (allenai/OLMo-core,
+    src/scripts/official/OLMo3/OLMo-3-1025-7B-{pretrain-1,pretrain-2,midtrain,long-context}.py):
+    pretrain: warmup + cosine (`CosWithWarmup`), stopped before it anneals (`hard_stop`);
+    midtrain: `LinearWithWarmup(warmup=0, alpha_f=0.0)` from pretrain's final LR, `load_optim_state=True`;
+    long context: `LinearWithWarmup(warmup=200, alpha_f=0.0)` at the same LR, optimizer state loaded,
+    intra-document masking (`generate_doc_lengths=True`); all three: AdamW betas (0.9, 0.95),
+    weight decay 0.1 on everything but `embeddings.weight`, `z_loss_multiplier=1e-5`, `max_grad_norm=1.0`.
+    """
 
     mix: str = "pretrain"
     seq_len: int = gt0(128)
     micro_batch_size: int = gt0(8)
     grad_accum_steps: int = gt0(1)
+    # The schedule's horizon in optimizer steps: the cosine reaches min_lr_ratio, linear and wsd reach their end
+    # here. The stage runs this many steps unless `anneal_stop_step` stops it earlier.
     max_steps: int = gt0(100)
+    # Peak LR. With continue_from_upstream the peak is the upstream's hand-off LR instead (recorded as
+    # `peak_lr` in the job outputs) and this value is not used.
     lr: float = gt0(1e-3)
-    min_lr_ratio: float = ge0(0.1)
-    warmup_steps: int = ge0(10)
-    weight_decay: float = ge0(0.1)
+    # cosine: warmup, then cosine from lr to lr * min_lr_ratio at max_steps.
+    # linear: warmup, then linear from lr to 0 at max_steps (OLMo 3 midtrain / long context, alpha_f=0).
+    # wsd: warmup, stable at lr, then linear to lr * min_lr_ratio over the last decay_fraction of the steps after warmup.
+    # constant: warmup, then lr.
+    schedule: str = one_of("cosine", "cosine", "linear", "wsd", "constant")
+    min_lr_ratio: float = ge0(0.1)  # floor of cosine and wsd (OLMo-core's alpha_f); linear always ends at 0
+    warmup_steps: int = ge0(10)  # linear warmup from lr / warmup_steps to the peak
+    # cosine only: stop training after this many steps, before the cosine anneals (OLMo 3 pretraining's hard_stop
+    # at step 597046 of a 5T-token cosine); the next stage continues from the LR reached here. None: run max_steps.
+    anneal_stop_step: Optional[int] = None
+    decay_fraction: float = gt0(0.2)  # wsd only: share of the post-warmup steps spent decaying
+    # Start from the upstream stage's hand-off LR and its final AdamW state (moments and step count), as OLMo 3's
+    # midtraining and long-context extension do (load_optim_state=True). Only for midtrain and longmino.
+    continue_from_upstream: bool = False
+    weight_decay: float = ge0(0.1)  # on every parameter but the token embeddings, as the OLMo 3 scripts
     beta1: float = ge0(0.9)
     beta2: float = ge0(0.95)
     grad_clip: float = gt0(1.0)
+    z_loss: float = ge0(0.0)  # coefficient of mean(logsumexp(logits)^2), added to the loss; OLMo 3 uses 1e-5
     checkpoint_every: int = gt0(50)
+    keep_every: int = ge0(0)  # > 0: a loadable HF checkpoint every this many steps stays in the artifact
     log_every: int = gt0(10)
     zero_stage: int = one_of(1, 0, 1, 2, 3)
-    precision: str = one_of("fp32", "fp32", "bf16")
+    # auto: bf16 autocast (fp32 master weights) on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16),
+    # fp32 elsewhere; the resolved precision is recorded in the job outputs.
+    precision: str = one_of("auto", "auto", "fp32", "bf16")
+    compile: bool = False  # torch.compile the model (in place; checkpoints keep their parameter names)
+    # Attention stays within documents (EOS-separated) and positions restart at each document, as OLMo 3's
+    # long-context stage (intra-document masking); off: windows attend across document boundaries.
+    document_masking: bool = False
     yarn_factor: float = ge0(0.0)  # > 1: YaRN RoPE scaling on the full-attention layers only
     loss_ceiling: Optional[float] = None  # after warmup, a step loss above this fails the stage (None: no ceiling)
     seed: int = 0
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps this stage runs."""
+        return self.anneal_stop_step if self.anneal_stop_step is not None else self.max_steps
+
+    def check(self, key: str, has_upstream: bool) -> None:
+        """The rules between fields that a type cannot express; `key` is this config's place ("midtrain")."""
+        if self.anneal_stop_step is not None:
+            if self.schedule != "cosine":
+                raise ConfigError(f"{key}.anneal_stop_step only applies to schedule=cosine, got schedule={self.schedule!r}")
+            if not self.warmup_steps < self.anneal_stop_step <= self.max_steps:
+                raise ConfigError(f"{key}.anneal_stop_step ({self.anneal_stop_step}) must be after {key}.warmup_steps "
+                                  f"({self.warmup_steps}) and at most {key}.max_steps ({self.max_steps})")
+        if self.warmup_steps >= self.max_steps and self.schedule != "constant":
+            raise ConfigError(f"{key}.warmup_steps ({self.warmup_steps}) must be < {key}.max_steps ({self.max_steps})")
+        if self.decay_fraction > 1:
+            raise ConfigError(f"{key}.decay_fraction must be <= 1, got {self.decay_fraction}")
+        if self.continue_from_upstream and not has_upstream:
+            raise ConfigError(f"{key}.continue_from_upstream: {key} has no upstream training stage to continue from")
 
 
 @dataclass

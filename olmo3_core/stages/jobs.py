@@ -52,6 +52,7 @@ class TrainJob(Job):
     checkpoint_dir: str
     init_model_dir: Optional[str] = None  # None: random init
     original_context: Optional[int] = None  # the upstream's sequence length, for YaRN
+    init_optimizer_dir: Optional[str] = None  # upstream artifact whose optimizer/state.pt to continue from
     tracking: TrackingRef = field(default_factory=TrackingRef)
 
 
@@ -72,6 +73,16 @@ class PosttrainJob(Job):
 class LossPoint:
     step: int  # optimizer steps done
     loss: float
+    lr: Optional[float] = None  # the LR this step used (base training)
+
+
+@dataclass
+class KeptCheckpoint:
+    """A loadable HF model directory kept in a base-training artifact (`train.keep_every`)."""
+
+    step: int  # optimizer steps done
+    tokens_seen: int
+    path: str  # relative to the artifact, e.g. "checkpoints/step100"
 
 
 @dataclass
@@ -85,6 +96,8 @@ class JobOutputs:
     summary: Dict[str, float]
     loss_history: List[LossPoint]
     timing: Dict[str, float] = field(default_factory=dict)
+    precision: Optional[str] = None  # what base training ran in ("bf16" autocast or "fp32")
+    kept: List[KeptCheckpoint] = field(default_factory=list)
     FILE = "job_outputs.json"
     TIMING_FILE = "work/job_timing.json"
 

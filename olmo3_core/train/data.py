@@ -36,3 +36,19 @@ class TokenWindows:
         """Windows first_index, first_index + stride, ... as a (size, seq_len) int64 tensor."""
         rows = [self._window(first_index + k * stride) for k in range(size)]
         return torch.from_numpy(np.stack(rows).astype(np.int64))
+
+
+def document_positions(batch: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Position ids that restart at 0 on the token after each EOS (documents are packed EOS-terminated).
+
+    Given to the model with no attention mask, transformers reads the restarts as packed sequences and
+    masks attention block-diagonally (`masking_utils.find_packed_sequence_indices`), for sdpa, eager and
+    flash attention alike: a token attends only within its own document, with RoPE positions counted from
+    the document's start (a window that starts mid-document counts from the window's start)."""
+    length = batch.shape[1]
+    index = torch.arange(length, device=batch.device).expand_as(batch)
+    starts = torch.zeros_like(batch, dtype=torch.bool)
+    starts[:, 0] = True
+    starts[:, 1:] = batch[:, :-1] == eos_id
+    last_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return index - last_start

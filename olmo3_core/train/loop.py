@@ -2,56 +2,75 @@
 (a `TrainJob`) under one process, torchrun or the DeepSpeed launcher.
 
 DeepSpeed owns the optimizer step, gradient clipping, ZeRO sharding and checkpoints; we own the data
-order, the schedule and what a checkpoint must restore (step = data position, RNG state) so a killed
-run resumes onto the same loss curve. Every step's loss passes the health gates (`train.health`)
-before anything is checkpointed or saved.
+order, the schedule, the precision and what a checkpoint must restore (step = data position, RNG state)
+so a killed run resumes onto the same loss curve. Every step's loss passes the health gates
+(`train.health`) before anything is checkpointed or saved.
+
+The recipe is OLMo 3's (see `TrainConfig`): typed LR schedules that a stage can continue from its
+upstream's LR and AdamW state (`train.handoff`), z-loss, weight decay on all but the embeddings, bf16
+autocast over fp32 master weights where the hardware has native bf16 (`train.runtime`), optional
+intra-document attention masking, and HF checkpoints kept every `keep_every` steps.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 
 from olmo3_core.config.schema import TrainConfig
-from olmo3_core.stages.jobs import JobOutputs, LossPoint, TrainJob
+from olmo3_core.stages.jobs import JobOutputs, KeptCheckpoint, LossPoint, TrainJob
+from olmo3_core.train.handoff import OptimizerHandoff, export_state, import_state
 from olmo3_core.train.health import check_loss, gated_main
+from olmo3_core.train.runtime import Runtime, detect
+from olmo3_core.train.schedule import handoff_lr, lr_factor
 
-
-def lr_lambda(warmup: int, total: int, min_ratio: float):
-    """Linear warmup, then cosine decay to `min_ratio` of the peak."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+KEPT_DIR = "checkpoints"  # in the artifact: checkpoints/step{N}/, HF model directories
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms and embeddings, as in OLMo."""
+    """Weight decay on every parameter but the token embeddings. The OLMo 3 scripts override only
+    `embeddings.weight` to weight_decay=0.0 (OptimGroupOverride in allenai/OLMo-core
+    src/scripts/official/OLMo3/OLMo-3-1025-7B-pretrain-1.py): norms and the (untied) LM head are decayed."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+        (no_decay if name.endswith("embed_tokens.weight") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
-    """DeepSpeed's own config format (a JSON dict by its definition)."""
+    """DeepSpeed's own config format (a JSON dict by its definition). Always fp32 weights: bf16 compute
+    comes from autocast (`Runtime.autocast`), not DeepSpeed's bf16 mode, which would keep bf16 weights."""
     return {
         "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum_steps,
         "gradient_clipping": train.grad_clip,
         "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": train.precision == "bf16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def lm_losses(logits: torch.Tensor, input_ids: torch.Tensor, z_coeff: float) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(next-token cross entropy, z-loss or None), both means over predicted tokens, in fp32.
+
+    z-loss is OLMo-core's: z_loss_multiplier * mean(logsumexp(logits)^2), which keeps the softmax
+    normalizer near 1 (bf16 logits stay in range)."""
+    logits = logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    flat = logits.reshape(-1, logits.shape[-1])
+    if z_coeff <= 0:
+        return F.cross_entropy(flat, targets.reshape(-1)), None
+    lse = torch.logsumexp(flat, dim=-1)  # shared by both terms: one pass over the vocabulary
+    ce = (lse - flat.gather(1, targets.reshape(-1, 1)).squeeze(1)).mean()
+    return ce, z_coeff * lse.pow(2).mean()
 
 
 def build(job: TrainJob):
@@ -70,68 +89,120 @@ def build(job: TrainJob):
     return model, tokenizer
 
 
-def train(job: TrainJob) -> dict[str, float]:
+@dataclass
+class Session:
+    """A job set up to train: what `train` steps and what tests inspect at step 0."""
+
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    tokenizer: Any
+    runtime: Runtime
+    peak_lr: float
+    start: int  # first step to run (> 0 after resuming from a checkpoint)
+    rank: int
+    world: int
+
+
+def setup(job: TrainJob) -> Session:
+    """Distributed init on this process's device, the model, its AdamW (continued from the upstream's state
+    when the job names one) and the schedule, wrapped by DeepSpeed; resumed from the latest checkpoint."""
     import deepspeed
 
-    from olmo3_core.launch import die_with_parent, report_progress
-    from olmo3_core.train.data import TokenWindows
-
-    die_with_parent()
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    train_cfg = job.train
+    train_cfg.check(job.kind, has_upstream=job.init_model_dir is not None)
+    runtime = detect(train_cfg.precision, os.environ)
+    if runtime.device_type == "cuda":
+        torch.cuda.set_device(torch.device(runtime.device))
+    deepspeed.init_distributed(dist_backend=runtime.backend, verbose=False)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    train_cfg, out = job.train, Path(job.output_dir)
     torch.manual_seed(train_cfg.seed + rank)
     model, tokenizer = build(job)
-    steps, accum, mbs = train_cfg.max_steps, train_cfg.grad_accum_steps, train_cfg.micro_batch_size
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
+    if train_cfg.compile:
+        model.compile()  # in place: parameter names (checkpoints, optimizer state) are unchanged
+    upstream = OptimizerHandoff.load(Path(job.init_optimizer_dir)) if job.init_optimizer_dir else None
+    peak = upstream.handoff_lr if upstream else train_cfg.lr
+    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=peak,
                                   betas=(train_cfg.beta1, train_cfg.beta2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train_cfg.warmup_steps, steps, train_cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(train_cfg, step))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(train_cfg, world))
-    windows = TokenWindows(Path(job.mix_dir), train_cfg.seq_len, train_cfg.seed)
-    tracker = job.tracking.tracker() if rank == 0 else None
-    ckpt_dir = Path(job.checkpoint_dir)
-    start = _resume(engine, ckpt_dir)
+    start = _resume(engine, Path(job.checkpoint_dir))
     if start and rank == 0:
         print(f"resumed from checkpoint at step {start}", flush=True)
+    if upstream is not None and start == 0:  # a resumed run has its own optimizer state in the checkpoint
+        import_state(engine, upstream)
+    return Session(engine, scheduler, tokenizer, runtime, peak, start, rank, world)
+
+
+def train(job: TrainJob) -> dict[str, float]:
+    from olmo3_core.launch import die_with_parent, report_progress
+    from olmo3_core.train.data import TokenWindows, document_positions
+
+    die_with_parent()
+    s = setup(job)
+    engine, scheduler, rank, world = s.engine, s.scheduler, s.rank, s.world
+    train_cfg, out = job.train, Path(job.output_dir)
+    steps, accum, mbs = train_cfg.steps, train_cfg.grad_accum_steps, train_cfg.micro_batch_size
+    windows = TokenWindows(Path(job.mix_dir), train_cfg.seq_len, train_cfg.seed)
+    eos_id = s.tokenizer.eos_token_id
+    tracker = job.tracking.tracker() if rank == 0 else None
+    ckpt_dir, kept_dir = Path(job.checkpoint_dir), Path(job.checkpoint_dir).parent / "kept"
+    if rank == 0:
+        print(json.dumps({"device": str(engine.device), "precision": s.runtime.precision, "peak_lr": s.peak_lr}), flush=True)
 
     tokens_per_step = mbs * accum * world * train_cfg.seq_len
-    history, t0, last_log, last_logged = [], time.time(), time.time(), start
+    history: list[LossPoint] = []
+    t0, last_log, last_logged, start = time.time(), time.time(), s.start, s.start
     for step in range(start, steps):
-        losses = []
+        lr = scheduler.get_last_lr()[0]  # the LR this step uses
+        losses, z_losses = [], []
         for micro in range(accum):
             first = (step * accum + micro) * mbs * world + rank
-            batch = windows.batch(first, mbs, stride=world)
-            loss = engine(input_ids=batch, labels=batch).loss
-            engine.backward(loss)
+            batch = windows.batch(first, mbs, stride=world).to(engine.device)
+            positions = document_positions(batch, eos_id) if train_cfg.document_masking else None
+            with s.runtime.autocast():
+                logits = engine(input_ids=batch, position_ids=positions, use_cache=False).logits
+            ce, z = lm_losses(logits, batch, train_cfg.z_loss)
+            engine.backward(ce if z is None else ce + z)
             engine.step()
-            losses.append(loss.detach())
-        loss = torch.stack(losses).mean()
+            losses.append(ce.detach())
+            z_losses.append(z.detach() if z is not None else torch.zeros((), device=ce.device))
+        loss, z_loss = torch.stack(losses).mean(), torch.stack(z_losses).mean()
         if world > 1:
-            torch.distributed.all_reduce(loss)
-            loss /= world
-        history.append(float(loss))
+            both = torch.stack([loss, z_loss])
+            torch.distributed.all_reduce(both)
+            loss, z_loss = both / world
         done = step + 1
+        history.append(LossPoint(done, float(loss), lr))
         if done % train_cfg.log_every == 0 or done == steps:
             elapsed = time.time() - last_log
-            metrics = {"train/loss": float(loss), "train/lr": scheduler.get_last_lr()[0],
+            metrics = {"train/loss": float(loss), "train/lr": lr,
                        "train/tokens_per_s": (done - last_logged) * tokens_per_step / max(elapsed, 1e-9)}
+            if train_cfg.z_loss > 0:
+                metrics["train/z_loss"] = float(z_loss)
             last_log, last_logged = time.time(), done
             if rank == 0:
                 print(json.dumps({"step": done, **{k: round(v, 6) for k, v in metrics.items()}}), flush=True)
                 report_progress(done, steps, f"loss {float(loss):.3f}")
                 tracker and tracker.log_metrics(metrics, step=done)
-        check_loss(job.kind, done, history[-1], train_cfg.loss_ceiling, train_cfg.warmup_steps)
+        check_loss(job.kind, done, history[-1].loss, train_cfg.loss_ceiling, train_cfg.warmup_steps)
+        if train_cfg.keep_every and done % train_cfg.keep_every == 0 and done < steps and rank == 0:
+            _save_atomic(engine, s.tokenizer, kept_dir / f"step{done}")
         if done % train_cfg.checkpoint_every == 0 and done < steps:
             engine.save_checkpoint(str(ckpt_dir), tag=f"step{done}", client_state={"step": done})
 
     wall = time.time() - t0
-    summary = {"final_loss": history[-1] if history else float("nan"), "steps": float(steps), "resumed_from": float(start),
-               "tokens_seen": float(steps * tokens_per_step)}
+    final_lr = scheduler.get_last_lr()[0]
+    handoff = export_state(engine, s.peak_lr, final_lr, handoff_lr(s.peak_lr, final_lr))  # collective under ZeRO
+    summary = {"final_loss": history[-1].loss if history else float("nan"), "steps": float(steps),
+               "resumed_from": float(start), "tokens_seen": float(steps * tokens_per_step),
+               "peak_lr": s.peak_lr, "final_lr": final_lr}
     timing = {"wall_s": wall, "tokens_per_s": (steps - start) * tokens_per_step / max(wall, 1e-9)}
     if rank == 0:
-        _save(engine, tokenizer, out / "model")
-        JobOutputs(summary, [LossPoint(start + i + 1, loss) for i, loss in enumerate(history)], timing).write(out)
+        _save(engine, s.tokenizer, out / "model")
+        handoff.save(out)
+        kept = _publish_kept(kept_dir, out, train_cfg.keep_every, steps, tokens_per_step)
+        JobOutputs(summary, history, timing, s.runtime.precision, kept).write(out)
     torch.distributed.barrier()
     return summary | timing
 
@@ -150,6 +221,33 @@ def _save(engine, tokenizer, model_dir: Path) -> None:
     module.config.use_cache = True
     module.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
+
+
+def _save_atomic(engine, tokenizer, model_dir: Path) -> None:
+    """`_save` to a temporary name, then rename: a kill mid-save never leaves a half-written checkpoint."""
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save(engine, tokenizer, tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)
+
+
+def _publish_kept(kept_dir: Path, out: Path, every: int, steps: int, tokens_per_step: int) -> list[KeptCheckpoint]:
+    """Move the kept checkpoints from work/ (which survives a crash and a resume, and is not published) into
+    the artifact. The last step's model is `model/`, so it is not kept twice."""
+    if not every:
+        return []
+    kept = []
+    for step in range(every, steps, every):
+        src, rel = kept_dir / f"step{step}", f"{KEPT_DIR}/step{step}"
+        if not src.is_dir():
+            raise FileNotFoundError(f"kept checkpoint {src} is missing (train.keep_every={every})")
+        dst = out / rel
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), dst)
+        kept.append(KeptCheckpoint(step, step * tokens_per_step, rel))
+    return kept
 
 
 def main() -> None:

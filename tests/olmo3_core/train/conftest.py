@@ -13,12 +13,15 @@ from olmo3_core.stages.jobs import TrainJob
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """A tokenizer and one token shard built from stdlib source, like a tiny data artifact."""
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def build_corpus(root: Path) -> Path:
     import sysconfig
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    root = tmp_path_factory.mktemp("corpus")
     texts = [p.read_text() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:25]]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
@@ -34,7 +37,8 @@ def corpus(tmp_path_factory):
 
 def pretrain_job(corpus, out: Path, **train_overrides) -> TrainJob:
     cfg = compose_config(["preset=micro"])
-    train = dataclasses.replace(cfg.pretrain, **{"max_steps": 30, "checkpoint_every": 10, "log_every": 1, **train_overrides})
+    train = dataclasses.replace(cfg.pretrain, **{"max_steps": 30, "anneal_stop_step": None, "keep_every": 0,
+                                                "checkpoint_every": 10, "log_every": 1, **train_overrides})
     return TrainJob(kind="pretrain", train=train, model=dataclasses.replace(cfg.model, vocab_size=512),
                     tokenizer_dir=str(corpus / "tokenizer"), mix_dir=str(corpus / "mix"), output_dir=str(out),
                     checkpoint_dir=str(out / "work" / "ckpt"))
