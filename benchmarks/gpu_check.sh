@@ -19,7 +19,7 @@
 # and serving uses the transformers backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="$(command -v python || command -v python3)"  # GPU images often have only python3
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"  # GPU images often have only python3
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
