@@ -11,7 +11,8 @@
 # .whl/ at the repo root; they are installed with --no-index --no-deps into /tmp/site. From a networked
 # machine with the same Python (3.12 here):
 #   pip wheel --no-deps -w .whl deepspeed hjson py-cpuinfo einops omegaconf antlr4-python3-runtime==4.9.3 \
-#       fastapi starlette uvicorn h11 click annotated-types annotated-doc typing-inspection pydantic
+#       fastapi starlette uvicorn h11 click annotated-types annotated-doc typing-inspection pydantic \
+#       opentelemetry-api importlib-metadata zipp   # fastapi imports opentelemetry
 #   pip download --no-deps -d .whl --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       pydantic-core msgpack psutil ninja
 # (versions: whatever pairs with the machine's torch; pydantic-core must be the one its pydantic pins).
