@@ -95,7 +95,17 @@ class RLVRConfig:
     num_generations: int = gt0(4)
     max_completion_length: int = gt0(48)
     lr: float = gt0(1e-5)
-    kl_beta: float = ge0(0.0)
+    # OlmoRL (open-instruct open_instruct/grpo_fast.py, scripts/train/olmo3/*rl*.sh); the TRL option each
+    # maps to is in olmo3_core/posttrain/olmorl.py
+    lr_scheduler: str = one_of("constant", "constant", "cosine", "linear")  # grpo_fast: lr_scheduler_type constant
+    advantage_normalization: str = one_of("centered", "centered", "group_std")  # centered: r - group mean, no std division
+    clip_epsilon_low: float = gt0(0.2)  # ratio clipped below at 1 - this (grpo_fast clip_lower)
+    clip_epsilon_high: float = gt0(0.272)  # ratio clipped above at 1 + this ("clip higher", grpo_fast clip_higher)
+    loss_aggregation: str = one_of("token", "token", "sequence")  # token: mean over all tokens of the batch
+    kl_beta: float = ge0(0.0)  # OlmoRL trains without a KL term (and so without a reference model)
+    truncated_importance_sampling_cap: float = ge0(2.0)  # cap of the generator/learner per-token ratio (vLLM only); 0: off
+    filter_zero_variance: bool = True  # drop groups whose rewards are all equal and refill with new prompts
+    max_sampling_tries: int = gt0(8)  # generation rounds per step before active sampling gives up (logged)
     temperature: float = gt0(1.0)
     use_vllm: bool = False  # only honoured when vllm is installed and a GPU is present
     seed: int = 0

@@ -38,7 +38,7 @@ class ProgressCallback(TrainerCallback):
         if "loss" in (logs or {}):
             check_loss(self.prefix, state.global_step, float(logs["loss"]))
             self.history.append(LossPoint(state.global_step, float(logs["loss"])))
-        desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward") if isinstance((logs or {}).get(k), (int, float)))
+        desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward", "active_sampling/filtered_fraction") if isinstance((logs or {}).get(k), (int, float)))
         report_progress(state.global_step, state.max_steps, desc)
 
 
@@ -94,7 +94,9 @@ def vllm_available(cfg: RLVRConfig) -> bool:
 
 def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]]):
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, SFTConfig, SFTTrainer
+
+    from olmo3_core.posttrain import olmorl
 
     kind, cfg = job.kind, job.config.step
     if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
@@ -107,11 +109,11 @@ def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]
     if kind == "dpo":
         config = DPOConfig(**args, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length)
         return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    config = GRPOConfig(**args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                        beta=cfg.kl_beta, temperature=cfg.temperature, use_vllm=vllm_available(cfg),
-                        log_completions=False)
-    return GRPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                       reward_funcs=reward_functions(rows))
+    config = GRPOConfig(**(args | olmorl.grpo_options(cfg, vllm_available(cfg))), num_generations=cfg.num_generations,
+                        max_completion_length=cfg.max_completion_length, log_completions=False)
+    return olmorl.OlmoRLTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                                reward_funcs=reward_functions(rows), filter_zero_variance=cfg.filter_zero_variance,
+                                max_tries=cfg.max_sampling_tries)
 
 
 def train(job: PosttrainJob) -> dict[str, float]:
