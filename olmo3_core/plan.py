@@ -203,9 +203,14 @@ def data_files(data: DataConfig) -> tuple[FileIdentity, ...]:
     """Every file the data stage reads: source files and globs, decontamination files and eval copies."""
     files = [f for name, src in data.sources.items() if src.kind in ("files", "pdf")
              for f in _identify(f"data.sources.{name}.paths", src.paths, {**data.storage_options, **src.storage_options}, name)]
-    files += _identify("data.decontam.files", data.decontam.files, data.storage_options, "decontam")
-    files += _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam")
-    return tuple(files)
+    return tuple(files + decontam_files(data))
+
+
+def decontam_files(data: DataConfig) -> list[FileIdentity]:
+    """What decontamination reads (user eval files, local eval-set copies): the data stage's and the
+    post-training steps', which decontaminate their rows the same way."""
+    return (_identify("data.decontam.files", data.decontam.files, data.storage_options, "decontam")
+            + _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam"))
 
 
 def world_size(launch: LaunchConfig) -> int:
@@ -244,8 +249,9 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         model, steps = base_model, []
         for step in spec.steps:
             step_cfg = getattr(spec, step)
-            config = PosttrainStageConfig(template=spec.template, **{step: step_cfg})
+            config = PosttrainStageConfig(template=spec.template, decontam=cfg.data.decontam, **{step: step_cfg})
             files = _identify(f"posttrain.{branch}.{step}.files", step_cfg.files, cfg.storage.storage_options, "files")
+            files += decontam_files(cfg.data)
             if step == "rlvr" and step_cfg.gsm8k_train:
                 files += _eval_files(["gsm8k_train"], step)
             model = plan.add(f"{branch}/{step}", step, branch, config, (model,), tuple(files))

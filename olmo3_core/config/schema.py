@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from olmo3_core.config.typed import ge0, gt0, one_of
-from olmo3_core.data.config import DataConfig
+from olmo3_core.data.config import DataConfig, DecontamConfig
 from olmo3_core.kinds import STAGE_KINDS
 
 
@@ -209,6 +209,9 @@ class PosttrainStageConfig:
     stage's kind (the others stay None)."""
 
     template: str = "instruct"
+    # the data stage's decontamination (`data.decontam`, resolved), applied to this step's rows; None only
+    # for configs built outside the plan (no decontamination, and the job's summary says so)
+    decontam: Optional[DecontamConfig] = None
     sft: Optional[SFTConfig] = None
     dpo: Optional[DPOConfig] = None
     rlvr: Optional[RLVRConfig] = None

@@ -124,8 +124,12 @@ def train(job: PosttrainJob) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(job.init_model_dir)
     tokenizer.chat_template = chat_template(job.config.template)
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
-    rows = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options)
-    print(f"{job.kind}: {len(rows)} rows, template {job.config.template}", flush=True)
+    rows, decontam = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options,
+                                    job.config.decontam)
+    print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
+          f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
+    for note in decontam.notes:
+        print(f"{job.kind}: {note}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
     callback = ProgressCallback(job.tracking.tracker(), job.kind)
     trainer.add_callback(callback)
@@ -139,7 +143,8 @@ def train(job: PosttrainJob) -> dict[str, float]:
     trainer.model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
-               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows))}
+               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
+               **decontam.summary()}
     timing = {"wall_s": time.time() - t0}
     JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
     return summary | timing
