@@ -249,7 +249,9 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         model, steps = base_model, []
         for step in spec.steps:
             step_cfg = getattr(spec, step)
-            config = PosttrainStageConfig(template=spec.template, decontam=cfg.data.decontam, **{step: step_cfg})
+            config = PosttrainStageConfig(template=spec.template, world_size=world_size(cfg.launch),
+                                          decontam=cfg.data.decontam, **{step: step_cfg})
+            _check_posttrain_batch(f"posttrain.{branch}.{step}", config)
             files = _identify(f"posttrain.{branch}.{step}.files", step_cfg.files, cfg.storage.storage_options, "files")
             files += decontam_files(cfg.data)
             if step == "rlvr" and step_cfg.gsm8k_train:
@@ -260,6 +262,20 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
                               (*steps, base_eval), eval_files)
         plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec.template), (model, evaluation))
     return plan
+
+
+def _check_posttrain_batch(key: str, config: PosttrainStageConfig) -> None:
+    """A post-training step's global batch must split evenly over the job's processes (and, for RL with
+    zero-variance filtering, into whole groups per process)."""
+    step, world = config.step, config.world_size
+    if step.batch_size % world:
+        raise ConfigError(f"{key}.batch_size ({step.batch_size}) must be a multiple of the processes "
+                          f"({world}, launch.nprocs / launch.hostfile)")
+    if hasattr(step, "num_generations"):
+        per_process = step.batch_size // world
+        if step.batch_size % step.num_generations or (step.filter_zero_variance and per_process % step.num_generations):
+            raise ConfigError(f"{key}.batch_size ({step.batch_size}) must hold whole groups of {key}.num_generations "
+                              f"({step.num_generations}) on each of the {world} processes")
 
 
 def checkpoint_eval_plan(cfg: FlowConfig, manifest: dict[str, Any]) -> Plan:

@@ -62,12 +62,13 @@ class SFTConfig:
     mixture: Dict[str, int] = field(default_factory=lambda: {"math": 400})  # procedural set -> examples
     files: List[str] = field(default_factory=list)  # extra Dolci-format JSONL/Parquet, local or s3://
     max_steps: int = gt0(60)
-    batch_size: int = gt0(8)
+    batch_size: int = gt0(8)  # sequences per optimizer step, over all processes
     lr: float = gt0(1e-3)
     warmup_ratio: float = ge0(0.05)  # of max_steps; the job turns it into a step count
     max_length: int = gt0(256)
     assistant_only_loss: bool = True
     packing: bool = False
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
 
 
@@ -76,12 +77,13 @@ class DPOConfig:
     mixture: Dict[str, int] = field(default_factory=lambda: {"math": 200})
     files: List[str] = field(default_factory=list)
     max_steps: int = gt0(30)
-    batch_size: int = gt0(8)
+    batch_size: int = gt0(8)  # preference pairs per optimizer step, over all processes
     lr: float = gt0(5e-5)
     beta: float = gt0(0.1)
     # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), as OLMo 3's DPO
     loss_type: str = one_of("sigmoid", "sigmoid", "sigmoid_norm", "ipo", "hinge", "robust")
     max_length: int = gt0(256)
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
 
 
@@ -91,7 +93,7 @@ class RLVRConfig:
     files: List[str] = field(default_factory=list)
     gsm8k_train: int = ge0(0)  # GSM8K train prompts to add when a local copy exists
     max_steps: int = gt0(10)
-    batch_size: int = gt0(8)  # prompts x generations per step
+    batch_size: int = gt0(8)  # prompts x generations per step, over all processes
     num_generations: int = gt0(4)
     max_completion_length: int = gt0(48)
     lr: float = gt0(1e-5)
@@ -108,6 +110,7 @@ class RLVRConfig:
     max_sampling_tries: int = gt0(8)  # generation rounds per step before active sampling gives up (logged)
     temperature: float = gt0(1.0)
     use_vllm: bool = False  # only honoured when vllm is installed and a GPU is present
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
 
 
@@ -209,6 +212,7 @@ class PosttrainStageConfig:
     stage's kind (the others stay None)."""
 
     template: str = "instruct"
+    world_size: int = gt0(1)  # processes sharing each step's global batch (`batch_size` is global): it changes the result
     # the data stage's decontamination (`data.decontam`, resolved), applied to this step's rows; None only
     # for configs built outside the plan (no decontamination, and the job's summary says so)
     decontam: Optional[DecontamConfig] = None

@@ -1,7 +1,6 @@
 """The sft, dpo and rlvr stages: one implementation that launches the TRL job for its kind."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from olmo3_core.posttrain import trainers
@@ -24,6 +23,6 @@ def run(ctx: StageContext) -> StageResult:
         storage_options=ctx.execution.storage_options,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
     )
-    launch = dataclasses.replace(ctx.execution.launch, nprocs=1, hostfile=None)  # TRL jobs: one process
-    run_gated_job(trainers, job, ctx.output_dir / "work", launch, log.info, ctx.progress)
+    # the same launcher as base training: torchrun or the DeepSpeed launcher, `launch.nprocs`, hostfile
+    run_gated_job(trainers, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
     return training_result(ctx)

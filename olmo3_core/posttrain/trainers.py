@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,12 +43,41 @@ class ProgressCallback(TrainerCallback):
         report_progress(state.global_step, state.max_steps, desc)
 
 
+def deepspeed_config(zero_stage: int) -> dict[str, Any]:
+    """DeepSpeed's config for a TRL job, handed to TrainingArguments(deepspeed=...): accelerate's DeepSpeed
+    plugin fills the "auto" values from the TrainingArguments, so batch sizes, clipping and precision have
+    one source (transformers `integrations/deepspeed.py`, HfTrainerDeepSpeedConfig)."""
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": "auto"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def world_size(job: PosttrainJob) -> int:
+    """Processes of this job, as the launcher started them; the plan fixed it in the step's config."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world != job.config.world_size:
+        raise RuntimeError(f"{job.kind}: launched with {world} processes, but the step's config was planned for "
+                           f"{job.config.world_size} (launch.nprocs / launch.hostfile)")
+    return world
+
+
 def common_args(job: PosttrainJob) -> dict[str, Any]:
+    """TrainingArguments shared by the three trainers. `batch_size` is global: each of the job's processes
+    takes its share (the plan checked it divides), so 2 processes follow 1 process's loss curve."""
     cfg = job.config.step
     return {
         "output_dir": str(Path(job.work_dir) / "trainer"),
         "max_steps": cfg.max_steps,
-        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_train_batch_size": cfg.batch_size // world_size(job),
+        "gradient_accumulation_steps": 1,
+        "deepspeed": deepspeed_config(cfg.zero_stage),
         "learning_rate": cfg.lr,
         "lr_scheduler_type": "cosine",
         "logging_steps": 1,
