@@ -79,8 +79,8 @@ class DPOConfig:
     max_steps: int = gt0(30)
     batch_size: int = gt0(8)  # preference pairs per optimizer step, over all processes
     lr: float = gt0(5e-5)
-    beta: float = gt0(0.1)
-    # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), as OLMo 3's DPO
+    beta: float = gt0(0.1)  # sigmoid_norm compares per-token averages, so it needs a larger beta (OLMo 3: 5)
+    # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), the instruct line's default
     loss_type: str = one_of("sigmoid", "sigmoid", "sigmoid_norm", "ipo", "hinge", "robust")
     max_length: int = gt0(256)
     zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
@@ -128,7 +128,10 @@ class BranchConfig:
 @dataclass
 class PosttrainConfig:
     branches: List[str] = field(default_factory=lambda: ["instruct"])
-    instruct: BranchConfig = field(default_factory=BranchConfig)
+    # OLMo 3 Instruct's DPO is length-normalized (open-instruct dpo_tune_cache.py --dpo_loss_type dpo_norm
+    # --dpo_beta 5, scripts/delta_learning/olmo3_runs/final_final_instruct/.../base_lr1e-6_125k.sh); TRL's
+    # sigmoid_norm is the same loss (beta times the difference of per-token average log-ratios)
+    instruct: BranchConfig = field(default_factory=lambda: BranchConfig(dpo=DPOConfig(loss_type="sigmoid_norm", beta=5.0)))
     think: BranchConfig = field(default_factory=lambda: BranchConfig(template="think"))
     rl_zero: BranchConfig = field(default_factory=lambda: BranchConfig(steps=["rlvr"]))
 

@@ -19,7 +19,6 @@ transformers generation the sampler is the learner and the ratio is 1.
 """
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,6 @@ from trl import GRPOTrainer
 
 from olmo3_core.config.schema import RLVRConfig
 
-log = logging.getLogger(__name__)
 
 SCALE_REWARDS = {"centered": "none", "group_std": "group"}
 LOSS_TYPE = {"token": "dapo", "sequence": "grpo"}
@@ -177,12 +175,11 @@ class OlmoRLTrainer(GRPOTrainer):
                 break
             batch = self._more_prompts(most_missing)
         short = self._global_sum(missing)
-        if short:
-            log.warning("rlvr: active sampling gave up after %d tries (rlvr.max_sampling_tries): %d of %d groups "
-                        "have non-zero reward variance; the other %d train with no gradient", tries,
-                        self._global_sum(need) - short, self._global_sum(need), short)
-            print(f"rlvr: active sampling gave up after {tries} tries (rlvr.max_sampling_tries): {short} groups "
-                  f"without reward variance are masked out of this step", flush=True)
+        if short and self.accelerator.is_main_process:  # the job's stdout is streamed into the stage's log
+            total = need * self.accelerator.num_processes  # every process holds `need` groups
+            print(f"rlvr: active sampling gave up after {tries} tries (rlvr.max_sampling_tries): {total - short} of "
+                  f"{total} groups have non-zero reward variance; the other {short} are masked out of this step "
+                  f"(no gradient)", flush=True)
         chosen = kept[:need] + [(out, g) for out, g in flat[:missing]]
         merged = self._merge(chosen, G, masked=[i >= need - missing for i in range(len(chosen))] if missing else None)
         self.last_refill = Refill(sampled, filtered, tries, short)

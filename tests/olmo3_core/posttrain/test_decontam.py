@@ -66,3 +66,9 @@ def test_every_posttrain_step_gets_the_data_stages_decontamination():
         assert plan.stages[name].config.decontam == cfg.data.decontam
     other = build_plan(compose_config(["preset=micro", "data.decontam.min_run=5"]))
     assert other.stages["instruct/sft"].fingerprint != plan.stages["instruct/sft"].fingerprint
+
+
+def test_instruct_dpo_defaults_to_length_normalized_dpo():
+    for preset in ([], ["preset=micro"], ["preset=tiny"]):
+        cfg = compose_config(preset)
+        assert (cfg.posttrain.instruct.dpo.loss_type, cfg.posttrain.instruct.dpo.beta) == ("sigmoid_norm", 5.0), preset

@@ -120,4 +120,4 @@ def test_active_sampling_gives_up_after_max_tries_and_masks_the_missing_groups(t
     assert out["advantages"].size(0) == 2 * G
     assert out["completion_mask"][G:].sum() == 0 and out["completion_mask"][:G].sum() > 0  # the flat group: no gradient
     assert trainer.last_refill.short == 1
-    assert "active sampling gave up after 1 tries (rlvr.max_sampling_tries)" in capsys.readouterr().out
+    assert "active sampling gave up after 1 tries (rlvr.max_sampling_tries): 1 of 2 groups have non-zero reward variance" in capsys.readouterr().out
