@@ -73,6 +73,21 @@ class SFTConfig:
 
 
 @dataclass
+class DeltaPairsConfig:
+    """Delta-learning preference pairs (OLMo 3 DPO: chosen from a stronger model, rejected from a weaker
+    one, on the same prompts; what is learned is the quality delta). Prompts are procedural math
+    problems, so a verifier can tell when the stronger model failed."""
+
+    prompts: int = gt0(200)  # math problems (train split, drawn with `seed`)
+    # the weaker model: a base-training stage (the stronger one is the model the DPO step continues from)
+    rejected_from: str = one_of("longmino", "pretrain", "midtrain", "longmino")
+    reference_when_chosen_fails: bool = True  # chosen = the worked reference solution where the verifier fails the model
+    max_new_tokens: int = gt0(64)
+    batch_size: int = gt0(16)  # prompts per generation batch
+    seed: int = 1  # not the SFT seed: pairs on prompts SFT did not see
+
+
+@dataclass
 class DPOConfig:
     mixture: Dict[str, int] = field(default_factory=lambda: {"math": 200})
     files: List[str] = field(default_factory=list)
@@ -82,6 +97,9 @@ class DPOConfig:
     beta: float = gt0(0.1)  # sigmoid_norm compares per-token averages, so it needs a larger beta (OLMo 3: 5)
     # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), the instruct line's default
     loss_type: str = one_of("sigmoid", "sigmoid", "sigmoid_norm", "ipo", "hinge", "robust")
+    # where pairs come from besides `mixture` (slip pairs) and `files`: none | delta (a dpo_pairs stage)
+    pairs: str = one_of("none", "none", "delta")
+    delta: DeltaPairsConfig = field(default_factory=DeltaPairsConfig)
     max_length: int = gt0(256)
     zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
@@ -227,6 +245,15 @@ class PosttrainStageConfig:
     def step(self) -> Any:
         (step,) = [s for s in (self.sft, self.dpo, self.rlvr) if s is not None]
         return step
+
+
+@dataclass
+class PairsStageConfig:
+    """dpo_pairs: the line's chat template and how the pairs are made."""
+
+    template: str = "instruct"
+    pairs: DeltaPairsConfig = field(default_factory=DeltaPairsConfig)
+    verifier: str = "math"
 
 
 @dataclass

@@ -112,14 +112,18 @@ def decontaminate(kind: str, rows: list[tuple[str, dict[str, Any]]], cfg: Option
 
 def build(kind: str, cfg: Union[SFTConfig, DPOConfig, RLVRConfig], style: str,
           storage_options: dict[str, Any] | None = None,
-          decontam: Optional[DecontamConfig] = None) -> tuple[list[dict[str, Any]], DecontamCounts]:
-    """All rows for one post-training step: procedural mixture + files (+ GSM8K train for RL), less the
-    rows that quote an eval question (`decontam`, the data stage's config)."""
+          decontam: Optional[DecontamConfig] = None,
+          pairs_file: Optional[str] = None) -> tuple[list[dict[str, Any]], DecontamCounts]:
+    """All rows for one post-training step: procedural mixture + files (+ GSM8K train for RL, + the
+    delta-learning pairs for DPO), less the rows that quote an eval question (`decontam`, the data
+    stage's config)."""
     rows: list[tuple[str, dict[str, Any]]] = []
     for source, n in cfg.mixture.items():
         rows += [(f"procedural:{source}", r) for r in _check(kind, _procedural(kind, source, n, cfg.seed, style), f"procedural:{source}")]
     for url in cfg.files:
         rows += [(url, r) for r in _check(kind, read_records(url, storage_options), url)]
+    if pairs_file:
+        rows += [("dpo_pairs", r) for r in _check(kind, read_records(pairs_file), pairs_file)]
     if isinstance(cfg, RLVRConfig) and cfg.gsm8k_train:
         rows += [("gsm8k_train", r) for r in _gsm8k_rl_rows(cfg.gsm8k_train)]
     if not rows:

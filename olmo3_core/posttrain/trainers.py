@@ -131,6 +131,8 @@ def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]
     kind, cfg = job.kind, job.config.step
     if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
         rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
+    if kind == "dpo":  # the Dolci columns only: delta pairs carry their models' names, slip pairs do not
+        rows = [{key: row[key] for key in datasets.REQUIRED["dpo"]} for row in rows]
     dataset, args = Dataset.from_list(rows), common_args(job)
     if kind == "sft":  # warmup as a step count: what an int means does not depend on the transformers version
         config = SFTConfig(**args, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
@@ -155,7 +157,7 @@ def train(job: PosttrainJob) -> dict[str, float]:
     tokenizer.chat_template = chat_template(job.config.template)
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
     rows, decontam = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options,
-                                    job.config.decontam)
+                                    job.config.decontam, job.pairs_file)
     print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
           f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
     for note in decontam.notes:
