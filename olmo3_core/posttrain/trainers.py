@@ -158,10 +158,11 @@ def train(job: PosttrainJob) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
     rows, decontam = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options,
                                     job.config.decontam, job.pairs_file)
-    print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
-          f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
-    for note in decontam.notes:
-        print(f"{job.kind}: {note}", flush=True)
+    if int(os.environ.get("RANK", 0)) == 0:  # every process builds the same rows; one says so
+        print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
+              f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
+        for note in decontam.notes:
+            print(f"{job.kind}: {note}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
     callback = ProgressCallback(job.tracking.tracker(), job.kind)
     trainer.add_callback(callback)
