@@ -39,3 +39,14 @@ def test_post_training_batches_must_split_over_the_processes():
                                    "posttrain.instruct.dpo.batch_size=4", "posttrain.branches=[instruct]"]))
     plan = build_plan(compose_config(["preset=micro", "launch.nprocs=2"]))
     assert plan.stages["instruct/sft"].config.world_size == 2
+
+
+def test_a_job_launched_with_other_processes_than_planned_refuses_to_train(monkeypatch, tmp_path):
+    job = PosttrainJob(kind="sft", config=PosttrainStageConfig(world_size=1, sft=SFTConfig(batch_size=8)),
+                       init_model_dir="unused", output_dir=str(tmp_path), work_dir=str(tmp_path / "work"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="launched with 2 processes, but the step's config was planned for 1"):
+        trainers.common_args(job)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    args = trainers.common_args(job)
+    assert args["per_device_train_batch_size"] == 8 and args["deepspeed"]["zero_optimization"] == {"stage": 2}
