@@ -52,7 +52,8 @@ def deepspeed_config(zero_stage: int) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
-        "zero_optimization": {"stage": zero_stage},
+        # ZeRO-3: gather the full weights when the job saves the model (else the saved shards are empty)
+        "zero_optimization": {"stage": zero_stage, **({"stage3_gather_16bit_weights_on_model_save": True} if zero_stage == 3 else {})},
         "bf16": {"enabled": "auto"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -158,28 +159,35 @@ def train(job: PosttrainJob) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
     rows, decontam = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options,
                                     job.config.decontam, job.pairs_file)
-    if int(os.environ.get("RANK", 0)) == 0:  # every process builds the same rows; one says so
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:  # every process builds the same rows; one says so
         print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
               f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
         for note in decontam.notes:
             print(f"{job.kind}: {note}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
-    callback = ProgressCallback(job.tracking.tracker(), job.kind)
+    # every process sees the same (all-reduced) logs and runs the loss gate; one logs to the tracker
+    callback = ProgressCallback(job.tracking.tracker() if main else None, job.kind)
     trainer.add_callback(callback)
     t0 = time.time()
     result = trainer.train()
     out = Path(job.output_dir) / "model"
-    trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
-    trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
-    # work path, so two project homes would publish different bytes (the step's config is in the manifest)
-    trainer.model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    # under ZeRO-3 the weights are sharded: gathering them is collective, so every process calls this
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
                "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
                **decontam.summary()}
     timing = {"wall_s": time.time() - t0}
-    JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    if main:  # one writer for the published files
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
+        # work path, so two project homes would publish different bytes (the step's config is in the manifest)
+        model.save_pretrained(str(out), state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+        JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    trainer.accelerator.wait_for_everyone()
     return summary | timing
 
 
