@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from olmo3_core.config.typed import ge0, gt0, one_of
 from olmo3_core.data.config import DataConfig, DecontamConfig
-from olmo3_core.kinds import STAGE_KINDS
+from olmo3_core.kinds import BASE_TRAINING, STAGE_KINDS
 
 
 @dataclass
@@ -80,7 +80,7 @@ class DeltaPairsConfig:
 
     prompts: int = gt0(200)  # math problems (train split, drawn with `seed`)
     # the weaker model: a base-training stage (the stronger one is the model the DPO step continues from)
-    rejected_from: str = one_of("longmino", "pretrain", "midtrain", "longmino")
+    rejected_from: str = one_of("longmino", *BASE_TRAINING)
     reference_when_chosen_fails: bool = True  # chosen = the worked reference solution where the verifier fails the model
     max_new_tokens: int = gt0(64)
     batch_size: int = gt0(16)  # prompts per generation batch

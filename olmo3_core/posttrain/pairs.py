@@ -21,7 +21,6 @@ import torch
 
 from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template
 from olmo3_core.config.schema import PairsStageConfig
-from olmo3_core.kinds import BASE_TRAINING
 from olmo3_core.problems.procedural import math as procedural_math
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages import InputArtifact, StageContext, StageResult
@@ -90,8 +89,6 @@ def make_pairs(config: PairsStageConfig, chosen: list[str], rejected: list[str],
 
 def run(ctx: StageContext) -> StageResult:
     config: PairsStageConfig = ctx.config
-    if config.pairs.rejected_from not in BASE_TRAINING:
-        raise ValueError(f"dpo.delta.rejected_from must be a base-training stage {BASE_TRAINING}")
     stronger, weaker = model_inputs(ctx)
     problems = procedural_math.generate(config.pairs.prompts, config.pairs.seed, "train")
     prompts = [[{"role": "user", "content": p.question}] for p in problems]
