@@ -7,7 +7,8 @@ from __future__ import annotations
 BASE_TRAINING = ("pretrain", "midtrain", "longmino")  # each continues from the one before
 POSTTRAIN_STEPS = ("sft", "dpo", "rlvr")  # a post-training line runs an ordered subset
 MODEL_KINDS = BASE_TRAINING + POSTTRAIN_STEPS  # stages whose artifact holds a model
-STAGE_KINDS = ("data", *BASE_TRAINING, *POSTTRAIN_STEPS, "eval", "export")
+PAIRS = "dpo_pairs"  # delta-learning preference pairs, generated before the DPO step that reads them
+STAGE_KINDS = ("data", *BASE_TRAINING, POSTTRAIN_STEPS[0], PAIRS, *POSTTRAIN_STEPS[1:], "eval", "export")
 BRANCHES = ("instruct", "think", "rl_zero")
 
 

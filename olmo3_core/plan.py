@@ -17,16 +17,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PosttrainStageConfig,
-                                      TrainStageConfig)
+from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PairsStageConfig,
+                                      PosttrainStageConfig, TrainStageConfig)
 from olmo3_core.config.typed import ConfigError, from_dict, to_dict
 from olmo3_core.data import stage as data_stage
 from olmo3_core.data.config import DataConfig
 from olmo3_core.evaluation import stage as eval_stage
 from olmo3_core.export import stage as export_stage
 from olmo3_core.inputs import FileIdentity, identify_all
-from olmo3_core.kinds import BASE_TRAINING, POSTTRAIN_STEPS, STAGE_KINDS, init_from
+from olmo3_core.kinds import BASE_TRAINING, PAIRS, POSTTRAIN_STEPS, STAGE_KINDS, init_from
 from olmo3_core.launch import validate_hostfile
+from olmo3_core.posttrain import pairs as pairs_stage
 from olmo3_core.posttrain import stage as posttrain_stage
 from olmo3_core.problems.evalsets import local_files
 from olmo3_core.train import stage as train_stage
@@ -49,7 +50,9 @@ class StageKind:
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("data", data_stage.run, DataConfig),
     *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING),
-    *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS),
+    *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS[:1]),
+    StageKind(PAIRS, pairs_stage.run, PairsStageConfig),
+    *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS[1:]),
     StageKind("eval", eval_stage.run, EvalStageConfig),
     StageKind("export", export_stage.run, ExportStageConfig),
 )}
@@ -203,9 +206,14 @@ def data_files(data: DataConfig) -> tuple[FileIdentity, ...]:
     """Every file the data stage reads: source files and globs, decontamination files and eval copies."""
     files = [f for name, src in data.sources.items() if src.kind in ("files", "pdf")
              for f in _identify(f"data.sources.{name}.paths", src.paths, {**data.storage_options, **src.storage_options}, name)]
-    files += _identify("data.decontam.files", data.decontam.files, data.storage_options, "decontam")
-    files += _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam")
-    return tuple(files)
+    return tuple(files + decontam_files(data))
+
+
+def decontam_files(data: DataConfig) -> list[FileIdentity]:
+    """What decontamination reads (user eval files, local eval-set copies): the data stage's and the
+    post-training steps', which decontaminate their rows the same way."""
+    return (_identify("data.decontam.files", data.decontam.files, data.storage_options, "decontam")
+            + _eval_files([s for s, n in data.decontam.sets.items() if n > 0], "decontam"))
 
 
 def world_size(launch: LaunchConfig) -> int:
@@ -244,16 +252,50 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         model, steps = base_model, []
         for step in spec.steps:
             step_cfg = getattr(spec, step)
-            config = PosttrainStageConfig(template=spec.template, **{step: step_cfg})
+            config = PosttrainStageConfig(template=spec.template, world_size=world_size(cfg.launch),
+                                          decontam=cfg.data.decontam, **{step: step_cfg})
+            _check_posttrain_batch(f"posttrain.{branch}.{step}", config)
             files = _identify(f"posttrain.{branch}.{step}.files", step_cfg.files, cfg.storage.storage_options, "files")
+            files += decontam_files(cfg.data)
             if step == "rlvr" and step_cfg.gsm8k_train:
                 files += _eval_files(["gsm8k_train"], step)
-            model = plan.add(f"{branch}/{step}", step, branch, config, (model,), tuple(files))
+            parents = (model,)
+            if step == "dpo" and step_cfg.pairs == "delta":
+                parents += (_delta_pairs(cfg, plan, branch, spec.template, model),)
+            model = plan.add(f"{branch}/{step}", step, branch, config, parents, tuple(files))
             steps.append(model)
         evaluation = plan.add(f"{branch}/eval", "eval", branch, EvalStageConfig(eval=cfg.eval, template=spec.template),
                               (*steps, base_eval), eval_files)
         plan.add(f"{branch}/export", "export", branch, _export_config(cfg, branch, spec.template), (model, evaluation))
     return plan
+
+
+def _delta_pairs(cfg: FlowConfig, plan: Plan, branch: str, template: str, stronger: str) -> str:
+    """The dpo_pairs stage of a line's DPO step: chosen from the model DPO continues from, rejected from
+    the configured base-training stage (both are its parents, so DPO's lineage names both)."""
+    delta = getattr(cfg.posttrain, branch).dpo.delta
+    key = f"posttrain.{branch}.dpo.delta.rejected_from"
+    if delta.rejected_from not in plan.stages:
+        raise ConfigError(f"{key}: {delta.rejected_from!r} is not a stage of this flow")
+    if plan.stages[delta.rejected_from].kind == plan.stages[stronger].kind:
+        raise ConfigError(f"{key}: the rejected model ({delta.rejected_from}) is the model DPO continues from; "
+                          f"delta learning needs a weaker one (run SFT first, or pick an earlier stage)")
+    return plan.add(f"{branch}/{PAIRS}", PAIRS, branch, PairsStageConfig(template=template, pairs=delta),
+                    (stronger, delta.rejected_from))
+
+
+def _check_posttrain_batch(key: str, config: PosttrainStageConfig) -> None:
+    """A post-training step's global batch must split evenly over the job's processes (and, for RL with
+    zero-variance filtering, into whole groups per process)."""
+    step, world = config.step, config.world_size
+    if step.batch_size % world:
+        raise ConfigError(f"{key}.batch_size ({step.batch_size}) must be a multiple of the processes "
+                          f"({world}, launch.nprocs / launch.hostfile)")
+    if hasattr(step, "num_generations"):
+        per_process = step.batch_size // world
+        if step.batch_size % step.num_generations or (step.filter_zero_variance and per_process % step.num_generations):
+            raise ConfigError(f"{key}.batch_size ({step.batch_size}) must hold whole groups of {key}.num_generations "
+                              f"({step.num_generations}) on each of the {world} processes")
 
 
 def checkpoint_eval_plan(cfg: FlowConfig, manifest: dict[str, Any]) -> Plan:

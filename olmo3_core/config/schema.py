@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from olmo3_core.config.typed import ConfigError, ge0, gt0, one_of
-from olmo3_core.data.config import DataConfig
-from olmo3_core.kinds import STAGE_KINDS
+from olmo3_core.data.config import DataConfig, DecontamConfig
+from olmo3_core.kinds import BASE_TRAINING, STAGE_KINDS
 
 
 @dataclass
@@ -115,13 +115,29 @@ class SFTConfig:
     mixture: Dict[str, int] = field(default_factory=lambda: {"math": 400})  # procedural set -> examples
     files: List[str] = field(default_factory=list)  # extra Dolci-format JSONL/Parquet, local or s3://
     max_steps: int = gt0(60)
-    batch_size: int = gt0(8)
+    batch_size: int = gt0(8)  # sequences per optimizer step, over all processes
     lr: float = gt0(1e-3)
     warmup_ratio: float = ge0(0.05)  # of max_steps; the job turns it into a step count
     max_length: int = gt0(256)
     assistant_only_loss: bool = True
     packing: bool = False
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
+
+
+@dataclass
+class DeltaPairsConfig:
+    """Delta-learning preference pairs (OLMo 3 DPO: chosen from a stronger model, rejected from a weaker
+    one, on the same prompts; what is learned is the quality delta). Prompts are procedural math
+    problems, so a verifier can tell when the stronger model failed."""
+
+    prompts: int = gt0(200)  # math problems (train split, drawn with `seed`)
+    # the weaker model: a base-training stage (the stronger one is the model the DPO step continues from)
+    rejected_from: str = one_of("longmino", *BASE_TRAINING)
+    reference_when_chosen_fails: bool = True  # chosen = the worked reference solution where the verifier fails the model
+    max_new_tokens: int = gt0(64)
+    batch_size: int = gt0(16)  # prompts per generation batch
+    seed: int = 1  # not the SFT seed: pairs on prompts SFT did not see
 
 
 @dataclass
@@ -129,12 +145,16 @@ class DPOConfig:
     mixture: Dict[str, int] = field(default_factory=lambda: {"math": 200})
     files: List[str] = field(default_factory=list)
     max_steps: int = gt0(30)
-    batch_size: int = gt0(8)
+    batch_size: int = gt0(8)  # preference pairs per optimizer step, over all processes
     lr: float = gt0(5e-5)
-    beta: float = gt0(0.1)
-    # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), as OLMo 3's DPO
+    beta: float = gt0(0.1)  # sigmoid_norm compares per-token averages, so it needs a larger beta (OLMo 3: 5)
+    # sigmoid_norm: length-normalized DPO (log-probs averaged over tokens), the instruct line's default
     loss_type: str = one_of("sigmoid", "sigmoid", "sigmoid_norm", "ipo", "hinge", "robust")
+    # where pairs come from besides `mixture` (slip pairs) and `files`: none | delta (a dpo_pairs stage)
+    pairs: str = one_of("none", "none", "delta")
+    delta: DeltaPairsConfig = field(default_factory=DeltaPairsConfig)
     max_length: int = gt0(256)
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
 
 
@@ -144,13 +164,24 @@ class RLVRConfig:
     files: List[str] = field(default_factory=list)
     gsm8k_train: int = ge0(0)  # GSM8K train prompts to add when a local copy exists
     max_steps: int = gt0(10)
-    batch_size: int = gt0(8)  # prompts x generations per step
+    batch_size: int = gt0(8)  # prompts x generations per step, over all processes
     num_generations: int = gt0(4)
     max_completion_length: int = gt0(48)
     lr: float = gt0(1e-5)
-    kl_beta: float = ge0(0.0)
+    # OlmoRL (open-instruct open_instruct/grpo_fast.py, scripts/train/olmo3/*rl*.sh); the TRL option each
+    # maps to is in olmo3_core/posttrain/olmorl.py
+    lr_scheduler: str = one_of("constant", "constant", "cosine", "linear")  # grpo_fast: lr_scheduler_type constant
+    advantage_normalization: str = one_of("centered", "centered", "group_std")  # centered: r - group mean, no std division
+    clip_epsilon_low: float = gt0(0.2)  # ratio clipped below at 1 - this (grpo_fast clip_lower)
+    clip_epsilon_high: float = gt0(0.272)  # ratio clipped above at 1 + this ("clip higher", grpo_fast clip_higher)
+    loss_aggregation: str = one_of("token", "token", "sequence")  # token: mean over all tokens of the batch
+    kl_beta: float = ge0(0.0)  # OlmoRL trains without a KL term (and so without a reference model)
+    truncated_importance_sampling_cap: float = ge0(2.0)  # cap of the generator/learner per-token ratio (vLLM only); 0: off
+    filter_zero_variance: bool = True  # drop groups whose rewards are all equal and refill with new prompts
+    max_sampling_tries: int = gt0(8)  # generation rounds per step before active sampling gives up (logged)
     temperature: float = gt0(1.0)
     use_vllm: bool = False  # only honoured when vllm is installed and a GPU is present
+    zero_stage: int = one_of(2, 0, 1, 2, 3)  # DeepSpeed ZeRO stage of the job (accelerate's DeepSpeed plugin under TRL)
     seed: int = 0
 
 
@@ -168,7 +199,10 @@ class BranchConfig:
 @dataclass
 class PosttrainConfig:
     branches: List[str] = field(default_factory=lambda: ["instruct"])
-    instruct: BranchConfig = field(default_factory=BranchConfig)
+    # OLMo 3 Instruct's DPO is length-normalized (open-instruct dpo_tune_cache.py --dpo_loss_type dpo_norm
+    # --dpo_beta 5, scripts/delta_learning/olmo3_runs/final_final_instruct/.../base_lr1e-6_125k.sh); TRL's
+    # sigmoid_norm is the same loss (beta times the difference of per-token average log-ratios)
+    instruct: BranchConfig = field(default_factory=lambda: BranchConfig(dpo=DPOConfig(loss_type="sigmoid_norm", beta=5.0)))
     think: BranchConfig = field(default_factory=lambda: BranchConfig(template="think"))
     rl_zero: BranchConfig = field(default_factory=lambda: BranchConfig(steps=["rlvr"]))
 
@@ -258,6 +292,10 @@ class PosttrainStageConfig:
     stage's kind (the others stay None)."""
 
     template: str = "instruct"
+    world_size: int = gt0(1)  # processes sharing each step's global batch (`batch_size` is global): it changes the result
+    # the data stage's decontamination (`data.decontam`, resolved), applied to this step's rows; None only
+    # for configs built outside the plan (no decontamination, and the job's summary says so)
+    decontam: Optional[DecontamConfig] = None
     sft: Optional[SFTConfig] = None
     dpo: Optional[DPOConfig] = None
     rlvr: Optional[RLVRConfig] = None
@@ -266,6 +304,15 @@ class PosttrainStageConfig:
     def step(self) -> Any:
         (step,) = [s for s in (self.sft, self.dpo, self.rlvr) if s is not None]
         return step
+
+
+@dataclass
+class PairsStageConfig:
+    """dpo_pairs: the line's chat template and how the pairs are made."""
+
+    template: str = "instruct"
+    pairs: DeltaPairsConfig = field(default_factory=DeltaPairsConfig)
+    verifier: str = "math"
 
 
 @dataclass

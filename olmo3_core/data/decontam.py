@@ -83,6 +83,19 @@ def load_eval_items(cfg: DecontamConfig, storage_options: dict[str, Any]) -> tup
     return items, notes
 
 
+def build_decontaminator(cfg: DecontamConfig, storage_options: dict[str, Any]) -> tuple["Decontaminator | None", list[str]]:
+    """The decontaminator of `cfg` (None when no eval item could be loaded) and notes on what it cannot
+    check: the one construction used by the data stage and by post-training datasets."""
+    items, notes = load_eval_items(cfg, storage_options)
+    if not items:
+        return None, notes
+    decontaminator = Decontaminator(cfg, items, min_question_ngrams=cfg.min_question_ngrams,
+                                    template_items=cfg.template_items, min_run=cfg.min_run)
+    notes += [f"decontamination: {n} {name} questions are too short or generic to match on (not checked)"
+              for name, n in sorted(decontaminator.unmatchable.items())]
+    return decontaminator, notes
+
+
 class Decontaminator(Processor):
     """The last processor of every chain; built once in the driver and shipped to the workers."""
 

@@ -22,7 +22,7 @@ from olmo3_core.chat import EOS_TOKEN
 from olmo3_core.data import datasheet, provenance, tokenizer
 from olmo3_core.data.builtin import GENERATORS
 from olmo3_core.data.config import MIX_NAMES, DataConfig
-from olmo3_core.data.decontam import Decontaminator, load_eval_items
+from olmo3_core.data.decontam import Decontaminator, build_decontaminator
 from olmo3_core.data.dedup import Deduplicator, Duplicate
 from olmo3_core.data.documents import JsonlWriter, file_digest, read_jsonl
 from olmo3_core.data.executor import make_executor, map_ordered
@@ -179,13 +179,7 @@ def run(ctx: StageContext) -> StageResult:
     cfg: DataConfig = ctx.config
     out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, notes = load_eval_items(cfg.decontam, cfg.storage_options)  # sets and seed resolved at compose time
-    d = cfg.decontam
-    decontaminator = Decontaminator(d, items, min_question_ngrams=d.min_question_ngrams, template_items=d.template_items,
-                                    min_run=d.min_run) if items else None
-    if decontaminator:
-        notes += [f"decontamination: {n} {name} questions are too short or generic to match on (not checked)"
-                  for name, n in sorted(decontaminator.unmatchable.items())]
+    decontaminator, notes = build_decontaminator(cfg.decontam, cfg.storage_options)  # sets, seed resolved at compose time
     tasks, raw = plan_shards(cfg, ctx.files, out, decontaminator)
     with make_executor(cfg) as executor:
         raw_inputs = map_ordered(executor, _digest, raw, ctx.progress, "hash raw inputs")

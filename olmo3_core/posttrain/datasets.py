@@ -5,16 +5,21 @@ SFT rows: `messages`. DPO rows: `prompt` / `chosen` / `rejected` (message lists)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Union
 
 import fsspec
 
 from olmo3_core.config.schema import DPOConfig, RLVRConfig, SFTConfig
+from olmo3_core.data.config import DecontamConfig
+from olmo3_core.data.decontam import build_decontaminator
 from olmo3_core.problems.evalsets import EvalSetUnavailable, load_gsm8k
 from olmo3_core.problems.procedural import code, instructions, math
 
 REQUIRED = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "rlvr": ("prompt", "ground_truth", "verifier")}
+TEXT_FIELDS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "rlvr": ("prompt",)}  # what decontam reads
 BUILDERS = {"sft": "sft_records", "dpo": "dpo_records", "rlvr": "rl_records"}
 PROCEDURAL = {"math": math, "code": code, "ifeval": instructions}
 
@@ -47,19 +52,87 @@ def _check(kind: str, rows: list[dict[str, Any]], origin: str) -> list[dict[str,
     return rows
 
 
+@dataclass
+class DecontamCounts:
+    """What decontamination did to one step's rows (the step's report shows it)."""
+
+    checked: int = 0  # rows checked (0: no decontamination configured)
+    removed: int = 0
+    removed_by_set: Dict[str, int] = field(default_factory=dict)  # rows removed, by the first eval set each matched
+    removed_by_origin: Dict[str, int] = field(default_factory=dict)  # rows removed, by where they came from
+    notes: list = field(default_factory=list)  # eval sets that could not be checked, and why
+
+    def summary(self) -> dict[str, float]:
+        return {"decontam_checked": float(self.checked), "decontam_removed": float(self.removed),
+                **{f"decontam_removed/{name}": float(n) for name, n in sorted(self.removed_by_set.items())}}
+
+
+def row_text(kind: str, row: dict[str, Any]) -> str:
+    """The text of a row that an eval question could leak into: every message's content (or plain string)."""
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, dict) and isinstance(value.get("content"), str):
+            parts.append(value["content"])
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for key in TEXT_FIELDS[kind]:
+        walk(row[key])
+    return "\n".join(parts)
+
+
+def decontaminate(kind: str, rows: list[tuple[str, dict[str, Any]]], cfg: Optional[DecontamConfig],
+                  storage_options: dict[str, Any] | None) -> tuple[list[dict[str, Any]], DecontamCounts]:
+    """Drop (origin, row) pairs that quote an eval question, with the data stage's decontaminator.
+
+    Rows are always removed, whatever `data.decontam.mode`: a training conversation with its question
+    masked out would teach the model to answer a question it cannot see."""
+    if cfg is None:
+        return [row for _, row in rows], DecontamCounts()
+    decontaminator, notes = build_decontaminator(dataclasses.replace(cfg, mode="remove"), storage_options or {})
+    counts = DecontamCounts(checked=len(rows), notes=notes)
+    if decontaminator is None:
+        return [row for _, row in rows], counts
+    kept = []
+    for origin, row in rows:
+        _, reason = decontaminator({"text": row_text(kind, row)})
+        if reason is None:
+            kept.append(row)
+            continue
+        name = reason.split(":", 1)[1]
+        counts.removed += 1
+        counts.removed_by_set[name] = counts.removed_by_set.get(name, 0) + 1
+        counts.removed_by_origin[origin] = counts.removed_by_origin.get(origin, 0) + 1
+    return kept, counts
+
+
 def build(kind: str, cfg: Union[SFTConfig, DPOConfig, RLVRConfig], style: str,
-          storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """All rows for one post-training step: procedural mixture + files (+ GSM8K train for RL)."""
-    rows: list[dict[str, Any]] = []
+          storage_options: dict[str, Any] | None = None,
+          decontam: Optional[DecontamConfig] = None,
+          pairs_file: Optional[str] = None) -> tuple[list[dict[str, Any]], DecontamCounts]:
+    """All rows for one post-training step: procedural mixture + files (+ GSM8K train for RL, + the
+    delta-learning pairs for DPO), less the rows that quote an eval question (`decontam`, the data
+    stage's config)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
     for source, n in cfg.mixture.items():
-        rows += _check(kind, _procedural(kind, source, n, cfg.seed, style), f"procedural:{source}")
+        rows += [(f"procedural:{source}", r) for r in _check(kind, _procedural(kind, source, n, cfg.seed, style), f"procedural:{source}")]
     for url in cfg.files:
-        rows += _check(kind, read_records(url, storage_options), url)
+        rows += [(url, r) for r in _check(kind, read_records(url, storage_options), url)]
+    if pairs_file:
+        rows += [("dpo_pairs", r) for r in _check(kind, read_records(pairs_file), pairs_file)]
     if isinstance(cfg, RLVRConfig) and cfg.gsm8k_train:
-        rows += _gsm8k_rl_rows(cfg.gsm8k_train)
+        rows += [("gsm8k_train", r) for r in _gsm8k_rl_rows(cfg.gsm8k_train)]
     if not rows:
         raise ValueError(f"{kind}: the mixture and files produced no rows")
-    return rows
+    kept, counts = decontaminate(kind, rows, decontam, storage_options)
+    if not kept:
+        raise ValueError(f"{kind}: decontamination removed all {len(rows)} rows ({counts.removed_by_set}); "
+                         f"the step's files or mixture quote the eval sets (data.decontam)")
+    return kept, counts
 
 
 def _gsm8k_rl_rows(n: int) -> list[dict[str, Any]]:

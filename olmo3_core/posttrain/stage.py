@@ -1,9 +1,10 @@
 """The sft, dpo and rlvr stages: one implementation that launches the TRL job for its kind."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 
+from olmo3_core.kinds import MODEL_KINDS, PAIRS
+from olmo3_core.posttrain import pairs as pairs_module
 from olmo3_core.posttrain import trainers
 from olmo3_core.stages import StageContext, StageResult
 from olmo3_core.stages.jobs import PosttrainJob, TrackingRef
@@ -14,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> StageResult:
-    (upstream,) = ctx.inputs.values()  # the model this step continues from
+    (upstream,) = [a for kind, a in ctx.inputs.items() if kind in MODEL_KINDS]  # the model this step continues from
+    pairs = ctx.inputs.get(PAIRS)  # DPO with delta-learning pairs
     job = PosttrainJob(
         kind=ctx.kind,
         config=ctx.config,
@@ -23,7 +25,8 @@ def run(ctx: StageContext) -> StageResult:
         work_dir=str(ctx.output_dir / "work"),
         storage_options=ctx.execution.storage_options,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
+        pairs_file=str(pairs.path / pairs_module.FILE) if pairs else None,
     )
-    launch = dataclasses.replace(ctx.execution.launch, nprocs=1, hostfile=None)  # TRL jobs: one process
-    run_gated_job(trainers, job, ctx.output_dir / "work", launch, log.info, ctx.progress)
+    # the same launcher as base training: torchrun or the DeepSpeed launcher, `launch.nprocs`, hostfile
+    run_gated_job(trainers, job, ctx.output_dir / "work", ctx.execution.launch, log.info, ctx.progress)
     return training_result(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,16 +39,46 @@ class ProgressCallback(TrainerCallback):
         if "loss" in (logs or {}):
             check_loss(self.prefix, state.global_step, float(logs["loss"]))
             self.history.append(LossPoint(state.global_step, float(logs["loss"])))
-        desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward") if isinstance((logs or {}).get(k), (int, float)))
+        desc = " ".join(f"{k}={logs[k]:.3g}" for k in ("loss", "reward", "active_sampling/filtered_fraction") if isinstance((logs or {}).get(k), (int, float)))
         report_progress(state.global_step, state.max_steps, desc)
 
 
+def deepspeed_config(zero_stage: int) -> dict[str, Any]:
+    """DeepSpeed's config for a TRL job, handed to TrainingArguments(deepspeed=...): accelerate's DeepSpeed
+    plugin fills the "auto" values from the TrainingArguments, so batch sizes, clipping and precision have
+    one source (transformers `integrations/deepspeed.py`, HfTrainerDeepSpeedConfig)."""
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        # ZeRO-3: gather the full weights when the job saves the model (else the saved shards are empty)
+        "zero_optimization": {"stage": zero_stage, **({"stage3_gather_16bit_weights_on_model_save": True} if zero_stage == 3 else {})},
+        "bf16": {"enabled": "auto"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def world_size(job: PosttrainJob) -> int:
+    """Processes of this job, as the launcher started them; the plan fixed it in the step's config."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world != job.config.world_size:
+        raise RuntimeError(f"{job.kind}: launched with {world} processes, but the step's config was planned for "
+                           f"{job.config.world_size} (launch.nprocs / launch.hostfile)")
+    return world
+
+
 def common_args(job: PosttrainJob) -> dict[str, Any]:
+    """TrainingArguments shared by the three trainers. `batch_size` is global: each of the job's processes
+    takes its share (the plan checked it divides), so 2 processes follow 1 process's loss curve."""
     cfg = job.config.step
     return {
         "output_dir": str(Path(job.work_dir) / "trainer"),
         "max_steps": cfg.max_steps,
-        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_train_batch_size": cfg.batch_size // world_size(job),
+        "gradient_accumulation_steps": 1,
+        "deepspeed": deepspeed_config(cfg.zero_stage),
         "learning_rate": cfg.lr,
         "lr_scheduler_type": "cosine",
         "logging_steps": 1,
@@ -94,11 +125,15 @@ def vllm_available(cfg: RLVRConfig) -> bool:
 
 def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]]):
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, SFTConfig, SFTTrainer
+
+    from olmo3_core.posttrain import olmorl
 
     kind, cfg = job.kind, job.config.step
     if kind == "rlvr":  # verifiers take strings, dicts or lists: one JSON column keeps Arrow happy
         rows = [{**row, "ground_truth": json.dumps(row["ground_truth"])} for row in rows]
+    if kind == "dpo":  # the Dolci columns only: delta pairs carry their models' names, slip pairs do not
+        rows = [{key: row[key] for key in datasets.REQUIRED["dpo"]} for row in rows]
     dataset, args = Dataset.from_list(rows), common_args(job)
     if kind == "sft":  # warmup as a step count: what an int means does not depend on the transformers version
         config = SFTConfig(**args, warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps), max_length=cfg.max_length,
@@ -107,11 +142,11 @@ def build_trainer(job: PosttrainJob, model, tokenizer, rows: list[dict[str, Any]
     if kind == "dpo":
         config = DPOConfig(**args, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length)
         return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    config = GRPOConfig(**args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                        beta=cfg.kl_beta, temperature=cfg.temperature, use_vllm=vllm_available(cfg),
-                        log_completions=False)
-    return GRPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                       reward_funcs=reward_functions(rows))
+    config = GRPOConfig(**(args | olmorl.grpo_options(cfg, vllm_available(cfg))), num_generations=cfg.num_generations,
+                        max_completion_length=cfg.max_completion_length, log_completions=False)
+    return olmorl.OlmoRLTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                                reward_funcs=reward_functions(rows), filter_zero_variance=cfg.filter_zero_variance,
+                                max_tries=cfg.max_sampling_tries)
 
 
 def train(job: PosttrainJob) -> dict[str, float]:
@@ -122,24 +157,37 @@ def train(job: PosttrainJob) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(job.init_model_dir)
     tokenizer.chat_template = chat_template(job.config.template)
     model = AutoModelForCausalLM.from_pretrained(job.init_model_dir, dtype=torch.float32)
-    rows = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options)
-    print(f"{job.kind}: {len(rows)} rows, template {job.config.template}", flush=True)
+    rows, decontam = datasets.build(job.kind, job.config.step, job.config.template, job.storage_options,
+                                    job.config.decontam, job.pairs_file)
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:  # every process builds the same rows; one says so
+        print(f"{job.kind}: {len(rows)} rows, template {job.config.template}; decontamination checked {decontam.checked} "
+              f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
+        for note in decontam.notes:
+            print(f"{job.kind}: {note}", flush=True)
     trainer = build_trainer(job, model, tokenizer, rows)
-    callback = ProgressCallback(job.tracking.tracker(), job.kind)
+    # every process sees the same (all-reduced) logs and runs the loss gate; one logs to the tracker
+    callback = ProgressCallback(job.tracking.tracker() if main else None, job.kind)
     trainer.add_callback(callback)
     t0 = time.time()
     result = trainer.train()
     out = Path(job.output_dir) / "model"
-    trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
-    trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
-    # work path, so two project homes would publish different bytes (the step's config is in the manifest)
-    trainer.model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    # under ZeRO-3 the weights are sharded: gathering them is collective, so every process calls this
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     summary = {"final_loss": callback.history[-1].loss if callback.history else float("nan"),
-               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows))}
+               "train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows)),
+               **decontam.summary()}
     timing = {"wall_s": time.time() - t0}
-    JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    if main:  # one writer for the published files
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        # the model and tokenizer only: `trainer.save_model` adds training_args.bin, a pickle holding the absolute
+        # work path, so two project homes would publish different bytes (the step's config is in the manifest)
+        model.save_pretrained(str(out), state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+        JobOutputs(summary, callback.history, timing).write(Path(job.output_dir))
+    trainer.accelerator.wait_for_everyone()
     return summary | timing
 
 

@@ -67,6 +67,7 @@ class PosttrainJob(Job):
     work_dir: str
     storage_options: Dict[str, Any] = field(default_factory=dict)  # for user files on remote storage
     tracking: TrackingRef = field(default_factory=TrackingRef)
+    pairs_file: Optional[str] = None  # DPO: the upstream dpo_pairs artifact's rows (delta learning)
 
 
 @dataclass

@@ -1,0 +1,113 @@
+"""The dpo_pairs stage: delta-learning preference pairs for DPO, as OLMo 3 builds its DPO data.
+
+Delta learning (open-instruct `scripts/delta_learning/olmo3_*`): on the same prompts, the chosen
+response comes from a stronger model and the rejected one from a weaker model; the quality delta is
+the signal. Here the stronger model is the one the DPO step continues from (the line's SFT model) and
+the weaker one a base-training checkpoint (`rejected_from`). Where the verifier fails the stronger
+model's answer, the worked reference solution is chosen instead (`reference_when_chosen_fails`), so
+a chosen response is never a wrong one; pairs whose two sides are the same text are dropped.
+
+Rows are Dolci preference rows (`prompt` / `chosen` / `rejected`) plus `chosen_model` and
+`rejected_model`: the stage and fingerprint of each model. Generation is greedy, so the pairs are a
+function of the two models and this config (the stage's fingerprint covers all three).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import torch
+
+from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template
+from olmo3_core.config.schema import PairsStageConfig
+from olmo3_core.problems.procedural import math as procedural_math
+from olmo3_core.problems.verifiers import get_verifier
+from olmo3_core.stages import InputArtifact, StageContext, StageResult
+from olmo3_core.stages.report import metrics_table
+
+log = logging.getLogger(__name__)
+FILE = "pairs.jsonl"
+
+
+def _load(artifact: InputArtifact, template: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path / "model", padding_side="left")
+    tokenizer.chat_template = chat_template(template)
+    model = AutoModelForCausalLM.from_pretrained(artifact.path / "model", dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions of chat prompts, cut at the end of the assistant turn."""
+    stop = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts[start:start + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                             pad_token_id=tokenizer.pad_token_id)
+        out += tokenizer.batch_decode(ids[:, enc["input_ids"].size(1):], skip_special_tokens=True)
+    return [text.strip() for text in out]
+
+
+def model_inputs(ctx: StageContext) -> tuple[InputArtifact, InputArtifact]:
+    """(stronger, weaker): the weaker is the configured base-training stage, the stronger the other input."""
+    config: PairsStageConfig = ctx.config
+    weaker = ctx.input(config.pairs.rejected_from)
+    (stronger,) = [a for kind, a in ctx.inputs.items() if kind != config.pairs.rejected_from]
+    return stronger, weaker
+
+
+def make_pairs(config: PairsStageConfig, chosen: list[str], rejected: list[str],
+               problems: list[procedural_math.MathProblem], names: tuple[str, str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Preference rows from the two models' responses (pure: the stage's science, tested without models)."""
+    verify = get_verifier(config.verifier)
+    rows, counts = [], {"prompts": len(problems), "chosen_from_model": 0, "chosen_from_reference": 0,
+                        "dropped_no_delta": 0, "rejected_correct": 0}
+    for problem, good, bad in zip(problems, chosen, rejected):
+        if not verify(good, str(problem.answer)) and config.pairs.reference_when_chosen_fails:
+            good, source = problem.solution, "reference"
+        else:
+            source = "model"
+        if good.strip() == bad.strip():
+            counts["dropped_no_delta"] += 1
+            continue
+        counts[f"chosen_from_{source}"] += 1
+        counts["rejected_correct"] += bool(verify(bad, str(problem.answer)))
+        rows.append({"prompt": [{"role": "user", "content": problem.question}],
+                     "chosen": [{"role": "assistant", "content": good}],
+                     "rejected": [{"role": "assistant", "content": bad}],
+                     "chosen_model": names[0] if source == "model" else f"{names[0]} (failed; reference solution)",
+                     "rejected_model": names[1]})
+    counts["pairs"] = len(rows)
+    return rows, {k: float(v) for k, v in counts.items()}
+
+
+def run(ctx: StageContext) -> StageResult:
+    config: PairsStageConfig = ctx.config
+    stronger, weaker = model_inputs(ctx)
+    problems = procedural_math.generate(config.pairs.prompts, config.pairs.seed, "train")
+    prompts = [[{"role": "user", "content": p.question}] for p in problems]
+    responses = []
+    for i, artifact in enumerate((stronger, weaker)):
+        ctx.progress(i, 2, f"generating with {artifact.stage}")
+        model, tokenizer = _load(artifact, config.template)
+        responses.append(generate(model, tokenizer, prompts, config.pairs.max_new_tokens, config.pairs.batch_size))
+        del model
+    names = tuple(f"{a.stage}@{a.fingerprint[:12]}" for a in (stronger, weaker))
+    rows, metrics = make_pairs(config, responses[0], responses[1], problems, names)
+    if not rows:
+        raise ValueError(f"dpo_pairs: no pair has a delta ({metrics}); the two models answered alike")
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    with open(ctx.output_dir / FILE, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    (ctx.output_dir / "models.json").write_text(json.dumps(
+        {"chosen": {"stage": stronger.stage, "fingerprint": stronger.fingerprint, "uri": stronger.uri},
+         "rejected": {"stage": weaker.stage, "fingerprint": weaker.fingerprint, "uri": weaker.uri}}, indent=2))
+    log.info("dpo_pairs: %d pairs (chosen %s, rejected %s): %s", len(rows), names[0], names[1], metrics)
+    report = metrics_table(ctx.name, metrics) + f"\nchosen model: `{names[0]}`; rejected model: `{names[1]}`\n"
+    return StageResult(metrics=metrics, report_markdown=report)
