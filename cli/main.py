@@ -3,6 +3,7 @@
     olmo3-flow run [--dry-run] [--verify fast|full] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
+    olmo3-flow trace-output "<text>" (--model <export dir> | --data <data artifact dir>) [--json]
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
 """
@@ -226,6 +227,21 @@ def _trace(shard: str, offset: int) -> int:
     return 0
 
 
+def _trace_output(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from olmo3_core.evaluation.trace import data_dir_of_export, format_spans, open_index
+
+    data_dir = Path(args.data) if args.data else data_dir_of_export(Path(args.model))
+    index, built = open_index(data_dir)
+    if built:
+        print(f"built the trace index of {data_dir} in {built:.1f}s", file=sys.stderr)
+    spans = index.spans(args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
+    print(json.dumps([dataclasses.asdict(s) for s in spans], indent=2) if args.json else format_spans(spans))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_environment()
     parser = argparse.ArgumentParser(prog="olmo3-flow", description="The OLMo 3 model flow.")
@@ -242,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
+    out = sub.add_parser("trace-output", help="find spans of a text that occur verbatim in a model's training data")
+    out.add_argument("text")
+    where = out.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="an exported model directory (its lineage names the data artifact)")
+    where.add_argument("--data", help="a data artifact directory")
+    out.add_argument("--min-tokens", type=int, default=8, help="shortest span reported, in tokens")
+    out.add_argument("--max-spans", type=int, default=10)
+    out.add_argument("--json", action="store_true")
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
@@ -259,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return stack.main(args)
     if args.command == "doctor":
         return _doctor(args.dry_run, args.tracking_uri)
+    if args.command == "trace-output":
+        return _trace_output(args)
     return _trace(args.shard, args.offset)
 
 
