@@ -1,12 +1,14 @@
 """Eval config checks that need the eval-set registry, run at compose time (before any compute)."""
 from __future__ import annotations
 
+from olmo3_core.config.schema import EvalConfig
 from olmo3_core.config.typed import ConfigError
 from olmo3_core.problems.evalsets import EVAL_SETS
+from olmo3_core.problems.needle import MAX_NEW_TOKENS
 
 
-def check_eval_config(cfg, max_positions: int | None = None) -> None:
-    """`cfg` is an `EvalConfig`; raises ConfigError naming the key."""
+def check_eval_config(cfg: EvalConfig, max_positions: int | None = None) -> None:
+    """Raises ConfigError naming the key; `max_positions` is the model's context (checked when given)."""
     for name in cfg.sets:
         if name not in EVAL_SETS:
             raise ConfigError(f"eval.sets.{name}: unknown eval set; known: {sorted(EVAL_SETS)}")
@@ -22,8 +24,6 @@ def check_eval_config(cfg, max_positions: int | None = None) -> None:
     if cfg.sets.get("needle", 0) > 0:
         if not cfg.needle_lengths or any(n <= 0 for n in cfg.needle_lengths):
             raise ConfigError(f"eval.needle_lengths must be positive token counts, got {list(cfg.needle_lengths)}")
-        from olmo3_core.problems.needle import MAX_NEW_TOKENS
-
         longest = max(cfg.needle_lengths) + MAX_NEW_TOKENS
         if max_positions is not None and longest > max_positions:
             raise ConfigError(f"eval.needle_lengths: {max(cfg.needle_lengths)} tokens plus the answer exceed "

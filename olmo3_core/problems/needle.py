@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 INTRO = "Remember the pass key.\n"
-FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n"
-NEEDLE = "The pass key is {key}. {key} is the pass key.\n"
-QUESTION = "What is the pass key? The pass key is"
+FILLER = ("The grass is green. ", "The sky is blue. ", "The sun is yellow. ", "Here we go. ", "There and back again. ")
+NEEDLE = "The pass key is {key}. "
+QUESTION = "\nWhat is the pass key? The pass key is"
 MAX_NEW_TOKENS = 8  # a five-digit key and a full stop, in any tokenizer that splits digits
 _NUMBER = re.compile(r"\d+")
 
@@ -46,17 +46,24 @@ def build_prompt(item: NeedleItem, length: int, count_tokens: Callable[[str], in
     Raises ValueError when even the needle and question alone do not fit: the config asked for a
     length the test cannot be made at.
     """
+    def filler(first: int, last: int) -> str:  # sentences first..last-1 of the endless filler
+        return "".join(FILLER[i % len(FILLER)] for i in range(first, last))
+
     def compose(units: int) -> str:
         before = round(item.depth * units)
-        return INTRO + FILLER * before + item.statement + FILLER * (units - before) + QUESTION
+        return INTRO + filler(0, before) + item.statement + filler(before, units) + QUESTION
 
     fixed = count_tokens(compose(0))
     if fixed > length:
-        raise ValueError(f"needle length {length} is shorter than the needle and question alone ({fixed} tokens)")
-    per_unit = max(1, count_tokens(FILLER * 8) // 8)
+        raise ValueError(f"eval.needle_lengths: {length} tokens is shorter than the needle and question alone "
+                         f"({fixed} tokens in this tokenizer)")
+    per_unit = max(1, count_tokens(filler(0, 5 * len(FILLER))) // (5 * len(FILLER)))
     units = (length - fixed) // per_unit
-    while units > 0 and count_tokens(compose(units)) > length:  # filler joins can merge tokens: shrink to fit
+    # the estimate is close; token merges at sentence joins decide the last few sentences
+    while units > 0 and count_tokens(compose(units)) > length:
         units -= 1
+    while count_tokens(compose(units + 1)) <= length:
+        units += 1
     return compose(units)
 
 
