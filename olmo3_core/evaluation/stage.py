@@ -145,6 +145,11 @@ def _score_needle(gen: Generator, rows, template, cfg: EvalConfig) -> tuple[dict
     return metrics, shown
 
 
+# math and code items are right or wrong (greedy accuracy is pass@1, sampled pass@k applies); an
+# ifeval item is a set of instructions, scored at both levels
+SCORERS = {"math": _score_pass_fail, "code": _score_pass_fail, "ifeval": _score_ifeval}
+
+
 def evaluate_model(model_dir, template: str | None, cfg: EvalConfig, sets: dict[str, list]) -> dict[str, SetResult]:
     gen = Generator(model_dir, cfg.backend)
     results: dict[str, SetResult] = {}
@@ -155,8 +160,7 @@ def evaluate_model(model_dir, template: str | None, cfg: EvalConfig, sets: dict[
             results[name] = SetResult(metrics, gen.backend, shown)
             continue
         prompts, refs = format_prompts(rows, template, gen.tokenizer, cfg, spec)
-        score = _score_ifeval if spec.scorer == "ifeval" else _score_pass_fail
-        metrics, shown = score(gen, spec, rows, prompts, template, cfg)
+        metrics, shown = SCORERS[spec.scorer](gen, spec, rows, prompts, template, cfg)
         metrics["bits_per_byte"] = bits_per_byte(gen.reference_nll(prompts, refs), refs, cfg.bootstrap_seed)
         results[name] = SetResult(metrics, gen.backend, shown)
     return results

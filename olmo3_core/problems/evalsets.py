@@ -79,15 +79,14 @@ class EvalSet:
     name: str
     scorer: str  # "math" | "code" | "ifeval" | "needle": how the eval stage scores a completion
     load: Callable[[int, int], list[dict[str, Any]]]  # (size, seed) -> rows with at least "prompt", "answer"
-    pass_fail: bool  # each item right or wrong: greedy accuracy is pass@1 and sampled pass@k applies
 
 
 EVAL_SETS: dict[str, EvalSet] = {s.name: s for s in (
-    EvalSet("procedural_math", "math", _procedural_math, True),
-    EvalSet("gsm8k_test", "math", lambda size, seed: load_gsm8k("test", limit=size), True),
-    EvalSet("humaneval", "code", _humaneval, True),
-    EvalSet("ifeval", "ifeval", _ifeval, False),
-    EvalSet("needle", "needle", _needle, False),
+    EvalSet("procedural_math", "math", _procedural_math),
+    EvalSet("gsm8k_test", "math", lambda size, seed: load_gsm8k("test", limit=size)),
+    EvalSet("humaneval", "code", _humaneval),
+    EvalSet("ifeval", "ifeval", _ifeval),
+    EvalSet("needle", "needle", _needle),
 )}
 
 
