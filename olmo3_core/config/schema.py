@@ -141,6 +141,9 @@ class EvalConfig:
     sampling: EvalSamplingConfig = field(default_factory=EvalSamplingConfig)
     needle_lengths: List[int] = field(default_factory=lambda: [256])  # prompt lengths (model tokens) of the needle set
     bootstrap_seed: int = 0  # resampling seed of the bootstrap intervals
+    # earlier base-training stages the base eval also evaluates, beside the final base (e.g. [midtrain]:
+    # the needle set then shows what the long-context stage added)
+    compare_base_stages: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from olmo3_core.config.schema import EvalConfig
 from olmo3_core.config.typed import ConfigError
+from olmo3_core.kinds import BASE_TRAINING
 from olmo3_core.problems.evalsets import EVAL_SETS
 from olmo3_core.problems.needle import MAX_NEW_TOKENS
 
@@ -12,6 +13,10 @@ def check_eval_config(cfg: EvalConfig, max_positions: int | None = None) -> None
     for name in cfg.sets:
         if name not in EVAL_SETS:
             raise ConfigError(f"eval.sets.{name}: unknown eval set; known: {sorted(EVAL_SETS)}")
+    for stage in cfg.compare_base_stages:
+        if stage not in BASE_TRAINING[:-1]:
+            raise ConfigError(f"eval.compare_base_stages: {stage!r} is not an earlier base-training stage; "
+                              f"choose from {list(BASE_TRAINING[:-1])}")
     s = cfg.sampling
     for k in s.k:
         if s.samples and not 1 <= k <= s.samples:

@@ -9,7 +9,7 @@ import torch
 
 from olmo3_core.config.compose import compose_config
 from olmo3_core.config.schema import EvalConfig, EvalSamplingConfig, EvalStageConfig, ModelConfig, TrainStageConfig
-from olmo3_core.config.typed import ConfigError
+from olmo3_core.config.typed import ConfigError, to_dict
 from olmo3_core.evaluation import stage
 from olmo3_core.evaluation.generate import continuation_nll
 from olmo3_core.evaluation.stats import Estimate
@@ -175,3 +175,19 @@ def test_stage_on_a_tiny_random_model(tmp_path):
     assert result.metrics["longmino/needle/accuracy_len110_n"] == 2.0
     assert "| longmino | procedural_math | bits_per_byte |" in result.report_markdown
     assert json.loads((out / "results.json").read_text())["results"]["longmino"]["needle"]["backend"] == "transformers"
+
+
+def test_base_eval_compares_earlier_stages_when_asked():
+    from olmo3_core.plan import build_plan
+
+    plain = build_plan(compose_config(["preset=micro"]))
+    assert plain.stages["base/eval"].parents == ("longmino",)
+    cfg = compose_config(["preset=micro", "eval.compare_base_stages=[midtrain]"])
+    assert build_plan(cfg).stages["base/eval"].parents == ("midtrain", "longmino")
+    # forked from an existing long-context base: midtrain is not rebuilt just to be compared
+    fork = {"stage": "longmino", "kind": "longmino", "fingerprint": "c" * 64, "uri": "/x", "line": "base",
+            "config": to_dict(build_plan(cfg).stages["longmino"].config)}
+    forked = build_plan(cfg, fork_from=fork)
+    assert forked.stages["base/eval"].parents == ("longmino",) and "midtrain" not in forked.stages
+    with pytest.raises(ConfigError, match="eval.compare_base_stages: 'longmino'"):
+        compose_config(["preset=micro", "eval.compare_base_stages=[longmino]"])
