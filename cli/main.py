@@ -231,13 +231,13 @@ def _trace_output(args) -> int:
     import dataclasses
     from pathlib import Path
 
-    from olmo3_core.evaluation.trace import data_dir_of_export, format_spans, open_index
+    from olmo3_core.evaluation.trace import format_spans, lineage_indexes, open_index, trace
 
-    data_dir = Path(args.data) if args.data else data_dir_of_export(Path(args.model))
-    index, built = open_index(data_dir)
-    if built:
-        print(f"built the trace index of {data_dir} in {built:.1f}s", file=sys.stderr)
-    spans = index.spans(args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
+    found = [("data", *open_index(Path(args.data)))] if args.data else lineage_indexes(Path(args.model))
+    for stage, _, built in found:
+        if built:
+            print(f"built the trace index of {stage} in {built:.1f}s", file=sys.stderr)
+    spans = trace([index for _, index, _ in found], args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
     print(json.dumps([dataclasses.asdict(s) for s in spans], indent=2) if args.json else format_spans(spans))
     return 0
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
-    out = sub.add_parser("trace-output", help="find spans of a text that occur verbatim in a model's training data")
+    out = sub.add_parser("trace-output", help="find spans of a text that occur verbatim in a model's training data (base mixes and post-training sets)")
     out.add_argument("text")
     where = out.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", help="an exported model directory (its lineage names the data artifact)")

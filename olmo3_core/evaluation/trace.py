@@ -2,17 +2,20 @@
 
 As AI2's OLMoTrace, on a smaller scale: a suffix array over every packed token shard of the data
 artifact (all mixes: pretrain, midtrain, long-context), built once per artifact and cached by its
-fingerprint. A query tokenizes the text with the artifact's tokenizer, finds for every start position
-the longest run of tokens that occurs in the corpus, keeps the maximal ones (not inside a longer
-span), and maps each occurrence back to its document through the shard index that `trace-tokens`
-uses (`olmo3_core.data.provenance.trace_token`).
+fingerprint; and one per post-training stage in a model's lineage (SFT / DPO / RL rows, each message a
+document, rebuilt from the stage's recorded config). A query tokenizes the text with the data
+artifact's tokenizer, finds for every start position the longest run of tokens that occurs in the
+corpus, keeps the maximal ones (not inside a longer span), and maps each occurrence back to its
+document: through the shard index that `trace-tokens` uses (`olmo3_core.data.provenance.trace_token`)
+for base-training data, through the index's own document table for post-training rows.
 
-Index layout (`<cache>/trace_index/<data fingerprint>/`): `corpus.npy` (every shard's tokens, shards
-separated by SEPARATOR, which is no token id), `sa.npy` (suffix array, int64), `segments.json`
-(mix, shard file, first corpus position of each shard).
+Index layout (`<cache>/trace_index/<artifact fingerprint>-v<N>/`): `corpus.npy` (the token runs,
+separated by SEPARATOR, which is no token id), `sa.npy` (suffix array, int64), `segments.json` (for
+each run: where it came from and its first corpus position).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,14 +29,20 @@ SEPARATOR = np.uint32(2**32 - 1)  # between shards: no span can cross from one s
 # Suffixes are sorted by their first MAX_SPAN tokens (prefix doubling stops there), so a span is
 # reported at most this long; a verbatim run longer than this is found as its MAX_SPAN-token prefix.
 MAX_SPAN = 1024
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Segment:
-    mix: str
-    shard: str  # path of the shard .npy
+    """One run of tokens in the corpus: a packed shard, or one message of a post-training row."""
+
     start: int  # its first position in the corpus
+    shard: str = ""  # base-training data: path of the shard .npy (documents found through its index)
+    mix: str = ""
+    document_id: str = ""  # post-training rows: the document itself
+    source: str = ""
+    documents_file: str = ""
+    documents_row: int = -1
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,8 @@ class TraceIndex:
 
         seg = self.segments[int(np.searchsorted(self._starts, position, side="right")) - 1]
         offset = position - seg.start
+        if not seg.shard:
+            return DocumentHit(seg.document_id, seg.source, seg.documents_file, seg.documents_row, "", offset)
         doc = trace_token(seg.shard, offset)
         return DocumentHit(doc["document_id"], doc["source"], doc["documents_file"], int(doc["documents_row"]),
                            seg.shard, offset)
@@ -150,31 +161,64 @@ class TraceIndex:
         return out
 
 
-def shards_of(data_dir: Path) -> list[Segment]:
-    """Every packed shard of every mix, in a fixed order (starts filled in by `build_index`)."""
-    mixes = sorted(p for p in (Path(data_dir) / "mixes").iterdir() if p.is_dir())
-    found = [Segment(m.name, str(shard), 0) for m in mixes for shard in sorted(m.glob("shard_*.npy"))]
+def shards_of(data_dir: Path) -> list[tuple[Segment, np.ndarray]]:
+    """Every packed shard of every mix of a data artifact, in a fixed order, with its tokens."""
+    mixes = sorted(p for p in (Path(data_dir) / "mixes").iterdir() if p.is_dir()) if (Path(data_dir) / "mixes").is_dir() else []
+    found = [(Segment(0, shard=str(shard), mix=m.name), np.load(shard, mmap_mode="r"))
+             for m in mixes for shard in sorted(m.glob("shard_*.npy"))]
     if not found:
         raise FileNotFoundError(f"no token shards under {data_dir}/mixes: is this a data artifact?")
     return found
 
 
-def build_index(data_dir: Path, directory: Path) -> Path:
-    """Build the index of a data artifact into `directory` (written whole to a temp dir, then renamed)."""
+def posttrain_runs(manifest: dict, tokenizer) -> list[tuple[Segment, np.ndarray]]:
+    """Every message of the rows a post-training stage trained on, rebuilt from its recorded config
+    (procedural sets are deterministic in their seed; files are read again), as token runs."""
+    from olmo3_core.config.schema import PosttrainStageConfig
+    from olmo3_core.config.typed import from_dict
+    from olmo3_core.posttrain import datasets
+
+    kind = manifest["kind"]
+    config = from_dict(PosttrainStageConfig, manifest["config"], f"config of {manifest.get('uri', kind)}")
+    step = getattr(config, kind)
+    only = {"mixture": {}, "files": []} | ({"gsm8k_train": 0} if kind == "rlvr" else {})
+    parts = [(f"procedural:{name}", dataclasses.replace(step, **{**only, "mixture": {name: n}})) for name, n in step.mixture.items()]
+    parts += [(url, dataclasses.replace(step, **{**only, "files": [url]})) for url in step.files]
+    if kind == "rlvr" and step.gsm8k_train:
+        parts.append(("gsm8k:train", dataclasses.replace(step, **{**only, "gsm8k_train": step.gsm8k_train})))
+    runs = []
+    for source, cfg in parts:
+        try:
+            rows = datasets.build(kind, cfg, config.template)
+        except ValueError:  # e.g. GSM8K train absent here, as it may have been at training time
+            continue
+        for row_number, row in enumerate(rows):
+            for field_name, value in row.items():
+                messages = value if isinstance(value, list) else []
+                for m, message in enumerate(messages):
+                    if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
+                        ids = np.asarray(tokenizer.encode(message["content"], add_special_tokens=False).ids, dtype=np.uint32)
+                        runs.append((Segment(0, document_id=f"{manifest['stage']}:{source}#{row_number}/{field_name}[{m}]",
+                                             source=f"{manifest['stage']} ({kind})", documents_file=source,
+                                             documents_row=row_number), ids))
+    return runs
+
+
+def build_index(runs: list[tuple[Segment, np.ndarray]], directory: Path) -> Path:
+    """Index the token runs into `directory` (written whole to a temp dir, then renamed)."""
     directory = Path(directory)
     tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     parts, segments, start = [], [], 0
-    for seg in shards_of(data_dir):
-        tokens = np.load(seg.shard, mmap_mode="r")
-        segments.append(Segment(seg.mix, seg.shard, start))
+    for seg, tokens in runs:
+        segments.append(dataclasses.replace(seg, start=start))
         parts += [np.asarray(tokens, dtype=np.uint32), np.asarray([SEPARATOR])]
         start += len(tokens) + 1
-    corpus = np.concatenate(parts)
+    corpus = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     np.save(tmp / "corpus.npy", corpus)
     np.save(tmp / "sa.npy", suffix_array(corpus))
-    (tmp / "segments.json").write_text(json.dumps([s.__dict__ for s in segments], indent=1))
+    (tmp / "segments.json").write_text(json.dumps([dataclasses.asdict(s) for s in segments], indent=1))
     (tmp / "version").write_text(str(INDEX_VERSION))
     try:
         tmp.rename(directory)
@@ -183,39 +227,80 @@ def build_index(data_dir: Path, directory: Path) -> Path:
     return directory
 
 
-def index_dir(data_dir: Path, cache_root: Path | None = None) -> Path:
-    """Where the index of a data artifact is cached: keyed by the artifact's fingerprint (its directory
-    name, as the store lays artifacts out), so one built index serves every model trained on it."""
+def _cached(manifest: dict, cache_root: Path | None) -> Path:
+    """Where an artifact's index is cached: keyed by its fingerprint, so one build serves every model
+    trained on it."""
     from olmo3_core.home import local_cache_dir
 
-    manifest = json.loads((Path(data_dir) / "artifact.json").read_text())
     return (cache_root or local_cache_dir()) / "trace_index" / f"{manifest['fingerprint']}-v{INDEX_VERSION}"
+
+
+def _open(directory: Path, tokenizer_dir: Path, make_runs) -> tuple[TraceIndex, float]:
+    built = 0.0
+    if not (directory / "version").exists():
+        t0 = time.perf_counter()
+        build_index(make_runs(), directory)
+        built = time.perf_counter() - t0
+    return TraceIndex(directory, tokenizer_dir), built
 
 
 def open_index(data_dir: Path, cache_root: Path | None = None) -> tuple[TraceIndex, float]:
     """The index of a data artifact, built on first use; also the seconds spent building (0 if cached)."""
-    directory = index_dir(data_dir, cache_root)
-    built = 0.0
-    if not (directory / "version").exists():
-        t0 = time.perf_counter()
-        build_index(data_dir, directory)
-        built = time.perf_counter() - t0
-    return TraceIndex(directory, data_dir), built
+    manifest = json.loads((Path(data_dir) / "artifact.json").read_text())
+    return _open(_cached(manifest, cache_root), Path(data_dir), lambda: shards_of(data_dir))
+
+
+def open_posttrain_index(manifest: dict, data_dir: Path, cache_root: Path | None = None) -> tuple[TraceIndex, float]:
+    """The index of the rows one post-training stage (sft / dpo / rlvr manifest) trained on."""
+    def runs():
+        from tokenizers import Tokenizer
+
+        return posttrain_runs(manifest, Tokenizer.from_file(str(Path(data_dir) / "tokenizer" / "tokenizer.json")))
+
+    return _open(_cached(manifest, cache_root), Path(data_dir), runs)
+
+
+def lineage_indexes(model_dir: Path, cache_root: Path | None = None) -> list[tuple[str, TraceIndex, float]]:
+    """(stage, index, build seconds) for the data artifact and every post-training stage an export
+    was trained through, read from the export's lineage.json (local artifacts only)."""
+    chain = _lineage(model_dir)
+    data_dir = data_dir_of_export(model_dir)
+    out = [("data", *open_index(data_dir, cache_root))]
+    for row in chain:
+        if row["kind"] in ("sft", "dpo", "rlvr"):
+            manifest = json.loads((_local(row["uri"]) / "artifact.json").read_text())
+            out.append((row["stage"], *open_posttrain_index(manifest, data_dir, cache_root)))
+    return out
+
+
+def trace(indexes: list[TraceIndex], text: str, min_tokens: int = 8, max_spans: int = 10,
+          max_documents: int = 5) -> list[Span]:
+    """Spans of `text` over several indexes (a model's data and post-training sets), longest first;
+    a span found in several of them is listed once per index, each with its own documents."""
+    spans = [s for index in indexes for s in index.spans(text, min_tokens, max_spans, max_documents)]
+    return sorted(spans, key=lambda s: (-s.length, s.start))[:max_spans]
+
+
+def _local(uri: str) -> Path:
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    if ("://" in uri and not uri.startswith("file://")) or not path.exists():
+        raise FileNotFoundError(f"artifact {uri} is not on this machine: pass --data <local copy of the data artifact>")
+    return path
+
+
+def _lineage(model_dir: Path) -> list[dict]:
+    lineage = Path(model_dir) / "lineage.json"
+    if not lineage.exists():
+        raise FileNotFoundError(f"{lineage} not found: --model takes an exported model directory")
+    return json.loads(lineage.read_text())["chain"]
 
 
 def data_dir_of_export(model_dir: Path) -> Path:
     """The local data artifact an exported model was trained on, from the export's lineage.json."""
-    lineage = Path(model_dir) / "lineage.json"
-    if not lineage.exists():
-        raise FileNotFoundError(f"{lineage} not found: --model takes an exported model directory")
-    data = [row for row in json.loads(lineage.read_text())["chain"] if row["kind"] == "data"]
+    data = [row for row in _lineage(model_dir) if row["kind"] == "data"]
     if not data:
-        raise ValueError(f"{lineage} names no data stage in the model's lineage")
-    uri = data[0]["uri"]
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-    if "://" in uri and not uri.startswith("file://") or not path.exists():
-        raise FileNotFoundError(f"the model's data artifact {uri} is not on this machine: pass --data <local copy>")
-    return path
+        raise ValueError(f"{Path(model_dir) / 'lineage.json'} names no data stage in the model's lineage")
+    return _local(data[0]["uri"])
 
 
 def format_spans(spans: list[Span]) -> str:
@@ -225,5 +310,6 @@ def format_spans(spans: list[Span]) -> str:
     for s in spans:
         lines.append(f"{s.length} tokens, {s.occurrences} occurrence(s): {s.text!r}")
         lines += [f"    {d.document_id}  source={d.source}  file={d.documents_file}  row={d.documents_row}  "
-                  f"(shard {Path(d.shard).parent.name}/{Path(d.shard).name} @ {d.offset})" for d in s.documents]
+                  + (f"(shard {Path(d.shard).parent.name}/{Path(d.shard).name} @ {d.offset})" if d.shard
+                     else f"(token {d.offset} of the message)") for d in s.documents]
     return "\n".join(lines)

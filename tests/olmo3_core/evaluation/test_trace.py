@@ -92,18 +92,53 @@ def test_planted_span_is_traced_to_its_document(tmp_path):
     assert best.length <= MAX_SPAN
 
 
+def _sft_artifact(root, rows_file):
+    """An SFT stage's manifest as the runner writes it: its config names a procedural set and a file."""
+    from olmo3_core.config.schema import PosttrainStageConfig, SFTConfig
+    from olmo3_core.config.typed import to_dict
+
+    root.mkdir(parents=True)
+    rows_file.write_text(json.dumps({"messages": [{"role": "user", "content": "Tell me about herons."},
+                                                  {"role": "assistant", "content": PLANT}]}) + "\n")
+    config = PosttrainStageConfig(template="instruct", sft=SFTConfig(mixture={"ifeval": 6}, files=[str(rows_file)], seed=3))
+    manifest = {"stage": "instruct/sft", "kind": "sft", "fingerprint": "e" * 64, "uri": str(root), "config": to_dict(config)}
+    (root / "artifact.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_post_training_rows_are_traced_to_their_source_and_row(tmp_path):
+    from olmo3_core.evaluation.trace import open_posttrain_index
+    from olmo3_core.problems.procedural import instructions
+
+    data, _ = _data_artifact(tmp_path / "data")
+    manifest = _sft_artifact(tmp_path / "sft", tmp_path / "extra.jsonl")
+    index, built = open_posttrain_index(manifest, data, cache_root=tmp_path / "cache")
+    assert built > 0
+    response = instructions.sft_records(6, 3, "train")[4]["messages"][1]["content"]
+    best = index.spans("Well. " + response, min_tokens=8)[0]
+    assert best.text.strip() in response and best.length >= len(index.tokenizer.encode(response).ids) - 2
+    hit = best.documents[0]
+    assert (hit.documents_file, hit.documents_row) == ("procedural:ifeval", 4)
+    assert hit.document_id == "instruct/sft:procedural:ifeval#4/messages[1]" and hit.source == "instruct/sft (sft)"
+    (from_file,) = index.spans(PLANT, min_tokens=8)
+    assert from_file.documents[0].documents_file == str(tmp_path / "extra.jsonl")
+
+
 def test_trace_output_command_from_an_export(tmp_path, monkeypatch, capsys):
     from olmo3_cli.main import main
 
     data, _ = _data_artifact(tmp_path / "data")
+    _sft_artifact(tmp_path / "sft", tmp_path / "extra.jsonl")
     export = tmp_path / "export" / "model"
     export.mkdir(parents=True)
     (export / "lineage.json").write_text(json.dumps({"chain": [
-        {"stage": "base/export", "kind": "export", "uri": str(tmp_path / "export")},
+        {"stage": "instruct/sft", "kind": "sft", "uri": str(tmp_path / "sft")},
         {"stage": "data", "kind": "data", "uri": f"file://{data}"}]}))
     monkeypatch.setenv("OLMO3_HOME", str(tmp_path / "home"))
     assert main(["trace-output", f"so: {PLANT}", "--model", str(export), "--json"]) == 0
     spans = json.loads(capsys.readouterr().out)
-    assert spans[0]["documents"][0]["document_id"] == "web-planted" and spans[0]["length"] >= 30
+    # the planted text is in a pretraining document and in an SFT file row: both are reported
+    assert {s["documents"][0]["document_id"] for s in spans[:2]} == {"web-planted", "instruct/sft:" + str(tmp_path / "extra.jsonl") + "#0/messages[1]"}
+    assert all(s["length"] >= 30 for s in spans[:2])
     assert main(["trace-output", PLANT, "--data", str(data)]) == 0
     assert "web-planted  source=web  file=documents/web/midtrain.jsonl.gz  row=17" in capsys.readouterr().out
