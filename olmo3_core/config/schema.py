@@ -144,6 +144,9 @@ class EvalConfig:
     # earlier base-training stages the base eval also evaluates, beside the final base (e.g. [midtrain]:
     # the needle set then shows what the long-context stage added)
     compare_base_stages: List[str] = field(default_factory=list)
+    # eval sets also scored through EleutherAI's lm-evaluation-harness (the `lmeval` extra), on the same
+    # items and prompts; reported as `lm_eval/<set>` beside the stage's own numbers
+    lm_eval_sets: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Eval config checks that need the eval-set registry, run at compose time (before any compute)."""
 from __future__ import annotations
 
+import importlib.util
+
 from olmo3_core.config.schema import EvalConfig
 from olmo3_core.config.typed import ConfigError
 from olmo3_core.kinds import BASE_TRAINING
@@ -17,6 +19,12 @@ def check_eval_config(cfg: EvalConfig, max_positions: int | None = None) -> None
         if stage not in BASE_TRAINING[:-1]:
             raise ConfigError(f"eval.compare_base_stages: {stage!r} is not an earlier base-training stage; "
                               f"choose from {list(BASE_TRAINING[:-1])}")
+    for name in cfg.lm_eval_sets:
+        if cfg.sets.get(name, 0) <= 0 or name == "needle":
+            raise ConfigError(f"eval.lm_eval_sets: {name!r} must be an evaluated eval set (eval.sets.{name} > 0), "
+                              f"not the needle set (built per tokenizer at eval time)")
+    if cfg.lm_eval_sets and importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError("eval.lm_eval_sets needs lm-eval installed: pip install -e '.[lmeval]'")
     s = cfg.sampling
     for k in s.k:
         if s.samples and not 1 <= k <= s.samples:

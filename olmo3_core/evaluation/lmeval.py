@@ -5,8 +5,8 @@ uses (few-shot text for a base model, the chat template otherwise) to a local JS
 two lm-eval task YAMLs over it, so the harness needs no hub download:
 
 - `olmo3_<set>_loglik` (output_type loglikelihood): log-likelihood of the reference given the
-  prompt. Its `perplexity` is exp(mean over items of the summed reference NLL), the same sum the
-  eval stage's bits-per-byte divides by bytes; `acc` says whether the reference is the greedy one.
+  prompt, per item in the harness's logged samples (the same sum the eval stage's bits-per-byte
+  divides by bytes); its `acc` says whether the reference is the greedy continuation.
 - `olmo3_<set>_gen` (generate_until, greedy, stopping where the eval stage cuts a base model's answer):
   exact match of the last "The answer is N" number against the answer (math sets only).
 
@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from olmo3_core.config.schema import EvalConfig
-from olmo3_core.evaluation.stage import format_prompts
+from olmo3_core.evaluation.generate import utf8_bytes
+from olmo3_core.evaluation.prompts import format_prompts
+from olmo3_core.evaluation.results import SetResult
+from olmo3_core.evaluation.stats import bootstrap_ratio, proportion
 from olmo3_core.problems.evalsets import get_eval_set, load_eval_set
 
 GEN_SCORERS = {"math"}  # exact match on the final number is what the math verifier reduces to
@@ -61,7 +64,9 @@ def write_tasks(out: Path, eval_set: str, cfg: EvalConfig, size: int, template: 
     common = {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}, "test_split": "test",
               "doc_to_text": "{{context}}"}
     tasks = {f"olmo3_{eval_set}_loglik": {**common, "output_type": "loglikelihood", "doc_to_target": "{{target}}",
-                                          "metric_list": [{"metric": "perplexity"}, {"metric": "acc"}]}}
+                                          # not lm-eval's `perplexity`: exp(mean summed NLL) of a long reference overflows a float; the
+                                          # per-item log-likelihoods are in its samples, and `run_harness` reports bits-per-byte
+                                          "metric_list": [{"metric": "acc"}]}}
     if spec.scorer in GEN_SCORERS:
         tasks[f"olmo3_{eval_set}_gen"] = {
             **common, "output_type": "generate_until", "doc_to_target": "{{answer}}",
@@ -74,6 +79,43 @@ def write_tasks(out: Path, eval_set: str, cfg: EvalConfig, size: int, template: 
         paths[name] = out / f"{name}.yaml"
         paths[name].write_text(_yaml({"task": name, **fields}))
     return TaskFiles(data, paths)
+
+
+def run_harness(model_dir: Path, eval_set: str, cfg: EvalConfig, workdir: Path, template: str | None = None,
+                tokenizer=None) -> SetResult:
+    """Score one eval set through lm-eval's own HF model wrapper, with the project's intervals.
+
+    From the harness's per-item outputs: `bits_per_byte` (summed reference log-likelihood over the
+    reference's UTF-8 bytes, bootstrap interval), `reference_is_greedy` and, for math sets,
+    `exact_match` (both Wilson). The eval stage's own figures on the same items should agree.
+    """
+    import importlib.metadata
+    import math
+
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    files = write_tasks(workdir, eval_set, cfg, cfg.sets[eval_set], template, tokenizer)
+    out = simple_evaluate(
+        model="hf", device="cuda" if torch.cuda.is_available() else "cpu", tasks=list(files.tasks),
+        # lm-eval cuts contexts to the model's max positions unless told; the eval stage scores them whole
+        model_args={"pretrained": str(model_dir), "dtype": "float32", "max_length": 1 << 16},
+        bootstrap_iters=0, log_samples=True, task_manager=TaskManager(include_path=str(workdir), include_defaults=False))
+    targets = [json.loads(line)["target"] for line in files.data.read_text().splitlines()]
+
+    def per_doc(task: str) -> list[dict]:
+        return sorted(out["samples"][task], key=lambda d: d["doc_id"])
+
+    loglik = per_doc(f"olmo3_{eval_set}_loglik")
+    metrics = {
+        "bits_per_byte": bootstrap_ratio([-d["resps"][0][0][0] / math.log(2) for d in loglik],
+                                         [utf8_bytes(t) for t in targets], seed=cfg.bootstrap_seed),
+        "reference_is_greedy": proportion([bool(d["resps"][0][0][1]) for d in loglik]),
+    }
+    if f"olmo3_{eval_set}_gen" in files.tasks:
+        metrics["exact_match"] = proportion([float(d["exact_match"]) for d in per_doc(f"olmo3_{eval_set}_gen")])
+    return SetResult(metrics, f"lm-eval {importlib.metadata.version('lm_eval')}")
 
 
 def main(argv: list[str] | None = None) -> int:

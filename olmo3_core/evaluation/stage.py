@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from olmo3_core.chat import chat_template
 from olmo3_core.config.schema import EvalConfig, EvalStageConfig
 from olmo3_core.evaluation.checks import check_eval_config
 from olmo3_core.evaluation.generate import Generator, Sampling, utf8_bytes
+from olmo3_core.evaluation.prompts import chat_prompt, format_prompts
 from olmo3_core.evaluation.results import Sample, SetResult, read_results, write_results
 from olmo3_core.evaluation.stats import Estimate, bootstrap_ratio, pass_at_k_estimate, proportion
 from olmo3_core.kinds import BASE_TRAINING, MODEL_KINDS
 from olmo3_core.plots import bar_plot
 from olmo3_core.problems import needle
 from olmo3_core.problems.evalsets import EvalSet, EvalSetUnavailable, get_eval_set, load_eval_set
-from olmo3_core.problems.procedural import instructions
-from olmo3_core.problems.procedural import math as procedural_math
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.problems.verifiers.ifeval import check_constraint
 from olmo3_core.problems.verifiers.math import strip_reasoning
@@ -40,41 +40,6 @@ from olmo3_core.stages import StageContext, StageResult
 log = logging.getLogger(__name__)
 BASE_MODEL = BASE_TRAINING[-1]  # what post-training starts from: the reference for every line's deltas
 SHOWN_SAMPLES = 20
-
-
-def fewshot_prefix(k: int, seed: int, scorer: str = "math") -> str:
-    """Worked examples in the format the task appears in the pretraining corpus."""
-    if scorer == "ifeval":
-        shots = instructions.generate(k, seed, split="train")
-        return "".join(f"Instruction: {t.prompt}\nResponse: {t.response}\n\n" for t in shots)
-    shots = procedural_math.generate(k, seed, split="train")
-    return "".join(f"Problem: {p.question}\nSolution: {p.solution}\n\n" for p in shots)
-
-
-def _chat(tokenizer, template: str, text: str) -> str:
-    tokenizer.chat_template = chat_template(template)
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
-
-
-def format_prompts(rows: list[dict[str, Any]], template: str | None, tokenizer, cfg: EvalConfig, spec: EvalSet):
-    """(prompts, references): few-shot text for a base model, the chat template otherwise."""
-    if spec.scorer == "code":
-        return [r["prompt"] for r in rows], [r["answer"] for r in rows]
-    if spec.scorer == "ifeval":
-        if template is None:
-            prefix = fewshot_prefix(cfg.fewshot, cfg.seed, "ifeval")
-            return [f"{prefix}Instruction: {r['prompt']}\nResponse:" for r in rows], [" " + r["answer"] for r in rows]
-        return [_chat(tokenizer, template, r["prompt"]) for r in rows], [r["answer"] + "<|im_end|>" for r in rows]
-    if template is None:
-        prefix = fewshot_prefix(cfg.fewshot, cfg.seed)
-        return [f"{prefix}Problem: {r['prompt']}\nSolution:" for r in rows], [" " + r["solution"] for r in rows]
-    prompts = [_chat(tokenizer, template, r["prompt"]) for r in rows]
-    refs = []
-    for r in rows:
-        working, _, answer = r["solution"].rpartition("The answer is")
-        refs.append(f"{working.strip()}</think>The answer is{answer}<|im_end|>" if template == "think" and working
-                    else r["solution"] + "<|im_end|>")
-    return prompts, refs
 
 
 def _first_answer(completion: str, spec: EvalSet) -> str:
@@ -136,7 +101,7 @@ def _score_needle(gen: Generator, rows, template, cfg: EvalConfig) -> tuple[dict
     for length in cfg.needle_lengths:
         items = [needle.NeedleItem(r["answer"], r["depth"]) for r in rows]
         texts = [needle.build_prompt(item, length, gen.count_tokens) for item in items]
-        prompts = texts if template is None else [_chat(gen.tokenizer, template, t) for t in texts]
+        prompts = texts if template is None else [chat_prompt(gen.tokenizer, template, t) for t in texts]
         completions = gen.generate(prompts, needle.MAX_NEW_TOKENS, cfg.batch_size)
         hits = [needle.score(c, item.key) for c, item in zip(completions, items)]
         metrics[f"accuracy_len{length}"] = proportion(hits)
@@ -163,6 +128,12 @@ def evaluate_model(model_dir, template: str | None, cfg: EvalConfig, sets: dict[
         metrics, shown = SCORERS[spec.scorer](gen, spec, rows, prompts, template, cfg)
         metrics["bits_per_byte"] = bits_per_byte(gen.reference_nll(prompts, refs), refs, cfg.bootstrap_seed)
         results[name] = SetResult(metrics, gen.backend, shown)
+    if cfg.lm_eval_sets:
+        from olmo3_core.evaluation.lmeval import run_harness  # the optional `lmeval` extra
+
+        with tempfile.TemporaryDirectory() as tasks:
+            for name in cfg.lm_eval_sets:
+                results[f"lm_eval/{name}"] = run_harness(model_dir, name, cfg, Path(tasks) / name, template, gen.tokenizer)
     return results
 
 
