@@ -124,10 +124,6 @@ def continuation_nll(model, prompt_ids: list[int], continuation_ids: list[int]) 
     return float(-logp[torch.arange(len(continuation_ids)), target].sum())
 
 
-def utf8_bytes(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
 def _cut(text: str) -> str:
     """Drop everything from the first end-of-turn marker and any padding."""
     for marker in ("<|im_end|>", "<|endoftext|>"):

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from olmo3_core.config.schema import EvalConfig
-from olmo3_core.evaluation.generate import utf8_bytes
 from olmo3_core.evaluation.prompts import format_prompts
 from olmo3_core.evaluation.results import SetResult
-from olmo3_core.evaluation.stats import bootstrap_ratio, proportion
+from olmo3_core.evaluation.stats import bits_per_byte, proportion
 from olmo3_core.problems.evalsets import get_eval_set, load_eval_set
 
 GEN_SCORERS = {"math"}  # exact match on the final number is what the math verifier reduces to
@@ -90,7 +89,6 @@ def run_harness(model_dir: Path, eval_set: str, cfg: EvalConfig, workdir: Path, 
     `exact_match` (both Wilson). The eval stage's own figures on the same items should agree.
     """
     import importlib.metadata
-    import math
 
     import torch
     from lm_eval import simple_evaluate
@@ -109,8 +107,7 @@ def run_harness(model_dir: Path, eval_set: str, cfg: EvalConfig, workdir: Path, 
 
     loglik = per_doc(f"olmo3_{eval_set}_loglik")
     metrics = {
-        "bits_per_byte": bootstrap_ratio([-d["resps"][0][0][0] / math.log(2) for d in loglik],
-                                         [utf8_bytes(t) for t in targets], seed=cfg.bootstrap_seed),
+        "bits_per_byte": bits_per_byte([-d["resps"][0][0][0] for d in loglik], targets, seed=cfg.bootstrap_seed),
         "reference_is_greedy": proportion([bool(d["resps"][0][0][1]) for d in loglik]),
     }
     if f"olmo3_{eval_set}_gen" in files.tasks:

@@ -17,17 +17,16 @@ against the base line's results, which it reads from the base eval artifact.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from olmo3_core.config.schema import EvalConfig, EvalStageConfig
 from olmo3_core.evaluation.checks import check_eval_config
-from olmo3_core.evaluation.generate import Generator, Sampling, utf8_bytes
+from olmo3_core.evaluation.generate import Generator, Sampling
 from olmo3_core.evaluation.prompts import chat_prompt, format_prompts
 from olmo3_core.evaluation.results import Sample, SetResult, read_results, write_results
-from olmo3_core.evaluation.stats import Estimate, bootstrap_ratio, pass_at_k_estimate, proportion
+from olmo3_core.evaluation.stats import Estimate, bits_per_byte, bootstrap_ratio, pass_at_k_estimate, proportion
 from olmo3_core.kinds import BASE_TRAINING, MODEL_KINDS
 from olmo3_core.plots import bar_plot
 from olmo3_core.problems import needle
@@ -51,11 +50,6 @@ def ground_truth(row: dict[str, Any], spec: EvalSet):
     if spec.scorer == "code":
         return {"tests": [row["test"] + f"\ncheck({row['entry_point']})"]}
     return row["answer"]
-
-
-def bits_per_byte(nll_nats: list[float], references: list[str], seed: int) -> Estimate:
-    """Summed NLL in bits over the references' UTF-8 bytes; the interval resamples whole references."""
-    return bootstrap_ratio([n / math.log(2) for n in nll_nats], [utf8_bytes(r) for r in references], seed=seed)
 
 
 def _shown(rows, completions, scores) -> list[Sample]:

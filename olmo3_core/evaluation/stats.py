@@ -105,3 +105,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def pass_at_k_estimate(correct: Sequence[int], n: int, k: int, seed: int = 0) -> Estimate:
     """pass@k averaged over items (each with `n` samples, `correct[i]` of them right), bootstrap interval."""
     return bootstrap_mean([pass_at_k(n, c, k) for c in correct], seed=seed)
+
+
+def bits_per_byte(nll_nats: Sequence[float], texts: Sequence[str], seed: int = 0) -> Estimate:
+    """Summed NLL of the texts, in bits, over their UTF-8 bytes; the interval resamples whole texts.
+
+    Bytes, not tokens, in the denominator: the figure then compares models with different tokenizers.
+    """
+    return bootstrap_ratio([n / math.log(2) for n in nll_nats], [len(t.encode("utf-8")) for t in texts], seed=seed)

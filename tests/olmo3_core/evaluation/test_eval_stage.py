@@ -12,7 +12,7 @@ from olmo3_core.config.schema import EvalConfig, EvalSamplingConfig, EvalStageCo
 from olmo3_core.config.typed import ConfigError, to_dict
 from olmo3_core.evaluation import stage
 from olmo3_core.evaluation.generate import continuation_nll
-from olmo3_core.evaluation.stats import Estimate
+from olmo3_core.evaluation.stats import Estimate, bits_per_byte
 from olmo3_core.problems import needle
 from olmo3_core.problems.evalsets import EVAL_SETS, eval_questions, load_eval_set
 from olmo3_core.problems.verifiers.ifeval import verify_instruction
@@ -40,11 +40,11 @@ def test_continuation_nll_and_bits_per_byte_by_hand():
     assert continuation_nll(_Logits(16), prompt, cont) == pytest.approx(3 * math.log(16))
     assert continuation_nll(_Logits(16, prompt + cont), prompt, cont) == pytest.approx(0.0, abs=1e-6)
     # 3 tokens x 4 bits over the 6 bytes of "héllo" (é is two bytes in UTF-8): 2 bits per byte
-    est = stage.bits_per_byte([3 * math.log(16)], ["héllo"], seed=0)
+    est = bits_per_byte([3 * math.log(16)], ["héllo"], seed=0)
     assert est.value == pytest.approx(2.0) and est.n == 1
     # the same text cut into twice as many tokens at half the bits each keeps its bits-per-byte:
     # the figure is about the text, not the tokenizer
-    finer = stage.bits_per_byte([6 * math.log(4)], ["héllo"], seed=0)
+    finer = bits_per_byte([6 * math.log(4)], ["héllo"], seed=0)
     assert finer.value == pytest.approx(est.value)
 
 
