@@ -100,7 +100,12 @@ def run_harness(model_dir: Path, eval_set: str, cfg: EvalConfig, workdir: Path, 
         # lm-eval cuts contexts to the model's max positions unless told; the eval stage scores them whole
         model_args={"pretrained": str(model_dir), "dtype": "float32", "max_length": 1 << 16},
         bootstrap_iters=0, log_samples=True, task_manager=TaskManager(include_path=str(workdir), include_defaults=False))
-    targets = [json.loads(line)["target"] for line in files.data.read_text().splitlines()]
+    # lm-eval moves a context's trailing whitespace (a chat prompt's final newline) into the continuation
+    # it scores, so its bytes count here too: bits per byte of exactly what the harness scored. Hence
+    # on chat prompts its figure is not the stage's (which scores the reference alone); on few-shot
+    # prompts, which end in "Solution:", the two are the same number.
+    items = [json.loads(line) for line in files.data.read_text().splitlines()]
+    targets = [i["context"][len(i["context"].rstrip()):] + i["target"] for i in items]
 
     def per_doc(task: str) -> list[dict]:
         return sorted(out["samples"][task], key=lambda d: d["doc_id"])
