@@ -190,8 +190,10 @@ def posttrain_runs(manifest: dict, tokenizer) -> list[tuple[Segment, np.ndarray]
     for source, cfg in parts:
         try:
             rows = datasets.build(kind, cfg, config.template)
-        except ValueError:  # e.g. GSM8K train absent here, as it may have been at training time
-            continue
+        except ValueError:
+            if source == "gsm8k:train":  # no local GSM8K copy here (training skipped it too, when it had none)
+                continue
+            raise
         for row_number, row in enumerate(rows):
             for field_name, value in row.items():
                 messages = value if isinstance(value, list) else []
