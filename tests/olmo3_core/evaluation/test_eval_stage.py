@@ -191,3 +191,20 @@ def test_base_eval_compares_earlier_stages_when_asked():
     assert forked.stages["base/eval"].parents == ("longmino",) and "midtrain" not in forked.stages
     with pytest.raises(ConfigError, match="eval.compare_base_stages: 'longmino'"):
         compose_config(["preset=micro", "eval.compare_base_stages=[longmino]"])
+
+
+def test_sampling_is_seeded_and_leaves_the_global_generator_alone(tmp_path):
+    from olmo3_core.evaluation.generate import Generator, Sampling
+    from tests.olmo3_core.export.test_export import _model_artifact
+
+    gen = Generator(_model_artifact(tmp_path / "m").path / "model", "transformers")
+    prompts = ["What is 2 + 3?", "The answer is"]
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    first = gen.sample(prompts, 6, 4, Sampling(n=3, temperature=1.0, top_p=1.0, seed=11))
+    assert torch.rand(1) == before  # the caller's random stream is as it was
+    assert gen.sample(prompts, 6, 4, Sampling(n=3, temperature=1.0, top_p=1.0, seed=11)) == first
+    assert len(first) == 2 and all(len(group) == 3 for group in first)
+    other = gen.sample(prompts, 6, 4, Sampling(n=3, temperature=1.0, top_p=1.0, seed=12))
+    assert other != first  # a random model at temperature 1 over 300 tokens: another seed, other samples
