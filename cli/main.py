@@ -3,6 +3,7 @@
     olmo3-flow run [--dry-run] [--verify fast|full] [hydra overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
+    olmo3-flow trace-output "<text>" (--model <export dir> | --data <data artifact dir>) [--json]
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
     olmo3-flow serve <export dir | registered model name[@version]> [--host H] [--port P] [--backend auto|vllm|transformers]
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
@@ -268,6 +269,21 @@ def _trace(shard: str, offset: int) -> int:
     return 0
 
 
+def _trace_output(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from olmo3_core.evaluation.trace import format_spans, lineage_indexes, open_index, trace
+
+    found = [("data", *open_index(Path(args.data)))] if args.data else lineage_indexes(Path(args.model))
+    for stage, _, built in found:
+        if built:
+            print(f"built the trace index of {stage} in {built:.1f}s", file=sys.stderr)
+    spans = trace([index for _, index, _ in found], args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
+    print(json.dumps([dataclasses.asdict(s) for s in spans], indent=2) if args.json else format_spans(spans))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_environment()
     parser = argparse.ArgumentParser(prog="olmo3-flow", description="The OLMo 3 model flow.")
@@ -284,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     trace = sub.add_parser("trace-tokens", help="name the document a training token came from")
     trace.add_argument("shard")
     trace.add_argument("offset", type=int)
+    out = sub.add_parser("trace-output", help="find spans of a text that occur verbatim in a model's training data (base mixes and post-training sets)")
+    out.add_argument("text")
+    where = out.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="an exported model directory (its lineage names the data artifact)")
+    where.add_argument("--data", help="a data artifact directory")
+    out.add_argument("--min-tokens", type=int, default=8, help="shortest span reported, in tokens")
+    out.add_argument("--max-spans", type=int, default=10)
+    out.add_argument("--json", action="store_true")
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
@@ -307,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "doctor":
         return _doctor(args.dry_run, args.tracking_uri)
+    if args.command == "trace-output":
+        return _trace_output(args)
     return _trace(args.shard, args.offset)
 
 

@@ -244,7 +244,10 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
         plan.add(kind, kind, "base", config, ("data", upstream) if upstream else ("data",))
     base_model = BASE_TRAINING[-1]
     eval_files = tuple(_eval_files([s for s, n in cfg.eval.sets.items() if n > 0], "eval"))
-    base_eval = plan.add("base/eval", "eval", "base", EvalStageConfig(eval=cfg.eval, template=None), (base_model,),
+    # earlier stages compared in the base eval, unless a fork from a later stage means they are not built
+    evaluated = (*(k for i, k in enumerate(BASE_TRAINING[:-1]) if k in cfg.eval.compare_base_stages
+                   and not any(later in plan.pinned for later in BASE_TRAINING[i + 1:])), base_model)
+    base_eval = plan.add("base/eval", "eval", "base", EvalStageConfig(eval=cfg.eval, template=None), evaluated,
                          eval_files)
     plan.add("base/export", "export", "base", _export_config(cfg, "base", None), (base_model, base_eval))
     for branch in cfg.posttrain.branches:

@@ -14,6 +14,7 @@ from olmo3_core.config.schema import FlowConfig
 from olmo3_core.config.typed import ConfigError, check_ranges
 from olmo3_core.data import processors
 from olmo3_core.data.config import MIX_NAMES, DataConfig
+from olmo3_core.evaluation.checks import check_eval_config
 from olmo3_core.kinds import BASE_TRAINING, BRANCHES, POSTTRAIN_STEPS, STAGE_KINDS, init_from
 
 
@@ -99,6 +100,7 @@ def _check_consistency(cfg: FlowConfig) -> None:
                           f"({mid.seq_len}) x longmino.yarn_factor ({long.yarn_factor})")
     _check_vocab(cfg)
     _check_data(cfg.data)
+    check_eval_config(cfg.eval, m.max_position_embeddings)
 
 
 def _check_vocab(cfg: FlowConfig) -> None:

@@ -208,13 +208,32 @@ class PosttrainConfig:
 
 
 @dataclass
+class EvalSamplingConfig:
+    """Sampled generation for the unbiased pass@k on pass/fail sets (math, code)."""
+
+    samples: int = ge0(0)  # completions per item; 0: greedy pass@1 only
+    k: List[int] = field(default_factory=lambda: [1])  # each 1 <= k <= samples
+    temperature: float = gt0(0.8)
+    top_p: float = gt0(0.95)
+
+
+@dataclass
 class EvalConfig:
-    sets: Dict[str, int] = field(default_factory=lambda: {"procedural_math": 100})  # eval set -> size
+    sets: Dict[str, int] = field(default_factory=lambda: {"procedural_math": 100})  # eval set -> size (items)
     seed: int = 1234
     max_new_tokens: int = gt0(48)
     batch_size: int = gt0(16)
     backend: str = one_of("auto", "auto", "transformers", "vllm")
     fewshot: int = ge0(3)  # examples shown to base models, which have no chat template yet
+    sampling: EvalSamplingConfig = field(default_factory=EvalSamplingConfig)
+    needle_lengths: List[int] = field(default_factory=lambda: [256])  # prompt lengths (model tokens) of the needle set
+    bootstrap_seed: int = 0  # resampling seed of the bootstrap intervals
+    # earlier base-training stages the base eval also evaluates, beside the final base (e.g. [midtrain]:
+    # the needle set then shows what the long-context stage added)
+    compare_base_stages: List[str] = field(default_factory=list)
+    # eval sets also scored through EleutherAI's lm-evaluation-harness (the `lmeval` extra), on the same
+    # items and prompts; reported as `lm_eval/<set>` beside the stage's own numbers
+    lm_eval_sets: List[str] = field(default_factory=list)
 
 
 @dataclass

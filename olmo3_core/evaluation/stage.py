@@ -1,4 +1,14 @@
-"""The eval stage: accuracy (by verifier) and reference perplexity on held-out sets, per model.
+"""The eval stage: published figures (value, 95% interval, item count) per model and eval set.
+
+Per set, by its scorer (see `olmo3_core.problems.evalsets.EVAL_SETS`):
+- math / code: greedy accuracy (= pass@1, Wilson interval) and, with `eval.sampling.samples`, the
+  unbiased pass@k over sampled completions (bootstrap interval over items);
+- ifeval: prompt-level accuracy (every instruction followed; Wilson) and instruction-level accuracy
+  (bootstrap over prompts, because the instructions of one prompt are not independent);
+- needle: accuracy per prompt length in `eval.needle_lengths` (Wilson);
+- every set with a reference text: bits-per-byte of the reference given the prompt, i.e. summed NLL
+  in bits over the reference's UTF-8 bytes, which (unlike per-token perplexity) compares models with
+  different tokenizers.
 
 The base line evaluates the long-context base with few-shot prompts (it has no chat template yet);
 a post-training line evaluates each of its checkpoints with its chat template and reports the change
@@ -6,74 +16,118 @@ against the base line's results, which it reads from the base eval artifact.
 """
 from __future__ import annotations
 
-import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from olmo3_core.chat import chat_template
 from olmo3_core.config.schema import EvalConfig, EvalStageConfig
-from olmo3_core.evaluation.generate import Generator
+from olmo3_core.evaluation.checks import check_eval_config
+from olmo3_core.evaluation.generate import Generator, Sampling
+from olmo3_core.evaluation.prompts import chat_prompt, format_prompts
+from olmo3_core.evaluation.results import Sample, SetResult, read_results, write_results
+from olmo3_core.evaluation.stats import Estimate, bits_per_byte, bootstrap_ratio, pass_at_k_estimate, proportion
 from olmo3_core.kinds import BASE_TRAINING, MODEL_KINDS
 from olmo3_core.plots import bar_plot
-from olmo3_core.problems.evalsets import EvalSetUnavailable, load_eval_set
-from olmo3_core.problems.procedural import math as procedural_math
+from olmo3_core.problems import needle
+from olmo3_core.problems.evalsets import EvalSet, EvalSetUnavailable, get_eval_set, load_eval_set
 from olmo3_core.problems.verifiers import get_verifier
+from olmo3_core.problems.verifiers.ifeval import check_constraint
+from olmo3_core.problems.verifiers.math import strip_reasoning
 from olmo3_core.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
-SET_VERIFIER = {"procedural_math": "math", "gsm8k_test": "math", "humaneval": "code"}
 BASE_MODEL = BASE_TRAINING[-1]  # what post-training starts from: the reference for every line's deltas
+SHOWN_SAMPLES = 20
 
 
-def fewshot_prefix(k: int, seed: int) -> str:
-    """Worked examples in the format math appears in the pretraining corpus."""
-    shots = procedural_math.generate(k, seed, split="train")
-    return "".join(f"Problem: {p.question}\nSolution: {p.solution}\n\n" for p in shots)
+def _first_answer(completion: str, spec: EvalSet) -> str:
+    """A base model goes on to write the next few-shot example: judge only its first answer."""
+    return completion.split("\n\nInstruction:" if spec.scorer == "ifeval" else "\n\n")[0]
 
 
-def format_prompts(rows: list[dict[str, Any]], template: str | None, tokenizer, cfg: EvalConfig, eval_set: str):
-    """(prompts, references): few-shot text for a base model, the chat template otherwise."""
-    if eval_set == "humaneval":
-        return [r["prompt"] for r in rows], [r["answer"] for r in rows]
-    if template is None:
-        prefix = fewshot_prefix(cfg.fewshot, cfg.seed)
-        return [f"{prefix}Problem: {r['prompt']}\nSolution:" for r in rows], [" " + r["solution"] for r in rows]
-    tokenizer.chat_template = chat_template(template)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                             tokenize=False) for r in rows]
-    refs = []
-    for r in rows:
-        working, _, answer = r["solution"].rpartition("The answer is")
-        refs.append(f"{working.strip()}</think>The answer is{answer}<|im_end|>" if template == "think" and working
-                    else r["solution"] + "<|im_end|>")
-    return prompts, refs
-
-
-def ground_truth(row: dict[str, Any], eval_set: str):
-    if eval_set == "humaneval":
+def ground_truth(row: dict[str, Any], spec: EvalSet):
+    if spec.scorer == "code":
         return {"tests": [row["test"] + f"\ncheck({row['entry_point']})"]}
     return row["answer"]
 
 
-def evaluate_model(model_dir, template: str | None, cfg: EvalConfig, sets: dict[str, list]) -> dict[str, Any]:
+def _shown(rows, completions, scores) -> list[Sample]:
+    return [Sample(r["prompt"], c, str(r["answer"]), float(s)) for r, c, s in list(zip(rows, completions, scores))[:SHOWN_SAMPLES]]
+
+
+def _score_pass_fail(gen: Generator, spec: EvalSet, rows, prompts, template, cfg: EvalConfig) -> tuple[dict[str, Estimate], list[Sample]]:
+    verify = get_verifier(spec.scorer)
+
+    def scores_of(completions: list[str]) -> list[bool]:
+        if template is None:
+            completions = [_first_answer(c, spec) for c in completions]
+        texts = [p + c if spec.scorer == "code" else c for p, c in zip(prompts, completions)]
+        return [verify(t, ground_truth(r, spec)) == 1.0 for t, r in zip(texts, rows)]
+
+    completions = gen.generate(prompts, cfg.max_new_tokens, cfg.batch_size)
+    greedy = scores_of(completions)
+    metrics = {"accuracy": proportion(greedy)}
+    s = cfg.sampling
+    if s.samples:
+        drawn = gen.sample(prompts, cfg.max_new_tokens, cfg.batch_size, Sampling(s.samples, s.temperature, s.top_p, cfg.seed))
+        per_sample = [scores_of([d[j] for d in drawn]) for j in range(s.samples)]
+        correct = [sum(per_sample[j][i] for j in range(s.samples)) for i in range(len(rows))]
+        for k in s.k:
+            metrics[f"pass_at_{k}"] = pass_at_k_estimate(correct, s.samples, k, seed=cfg.bootstrap_seed)
+    return metrics, _shown(rows, completions, greedy)
+
+
+def _score_ifeval(gen: Generator, spec: EvalSet, rows, prompts, template, cfg: EvalConfig) -> tuple[dict[str, Estimate], list[Sample]]:
+    completions = gen.generate(prompts, cfg.max_new_tokens, cfg.batch_size)
+    if template is None:
+        completions = [_first_answer(c, spec) for c in completions]
+    followed = [[check_constraint(strip_reasoning(c), spec_) for spec_ in r["constraints"]] for c, r in zip(completions, rows)]
+    metrics = {
+        "prompt_accuracy": proportion([all(f) for f in followed]),
+        "instruction_accuracy": bootstrap_ratio([sum(f) for f in followed], [len(f) for f in followed], seed=cfg.bootstrap_seed),
+    }
+    return metrics, _shown(rows, completions, [sum(f) / len(f) for f in followed])
+
+
+def _score_needle(gen: Generator, rows, template, cfg: EvalConfig) -> tuple[dict[str, Estimate], list[Sample]]:
+    metrics, shown = {}, []
+    for length in cfg.needle_lengths:
+        items = [needle.NeedleItem(r["answer"], r["depth"]) for r in rows]
+        texts = [needle.build_prompt(item, length, gen.count_tokens) for item in items]
+        prompts = texts if template is None else [chat_prompt(gen.tokenizer, template, t) for t in texts]
+        completions = gen.generate(prompts, needle.MAX_NEW_TOKENS, cfg.batch_size)
+        hits = [needle.score(c, item.key) for c, item in zip(completions, items)]
+        metrics[f"accuracy_len{length}"] = proportion(hits)
+        shown += [Sample(f"[{length} tokens, depth {i.depth:.2f}] ...{needle.QUESTION}", c, i.key, float(h))
+                  for i, c, h in list(zip(items, completions, hits))[:3]]
+    return metrics, shown
+
+
+# math and code items are right or wrong (greedy accuracy is pass@1, sampled pass@k applies); an
+# ifeval item is a set of instructions, scored at both levels
+SCORERS = {"math": _score_pass_fail, "code": _score_pass_fail, "ifeval": _score_ifeval}
+
+
+def evaluate_model(model_dir, template: str | None, cfg: EvalConfig, sets: dict[str, list]) -> dict[str, SetResult]:
     gen = Generator(model_dir, cfg.backend)
-    results: dict[str, Any] = {}
+    results: dict[str, SetResult] = {}
     for name, rows in sets.items():
-        prompts, refs = format_prompts(rows, template, gen.tokenizer, cfg, name)
-        completions = gen.generate(prompts, cfg.max_new_tokens, cfg.batch_size)
-        if template is None:  # a base model goes on to write the next example: judge its first answer
-            completions = [c.split("\n\n")[0] for c in completions]
-        verify = get_verifier(SET_VERIFIER[name])
-        texts = [p + c if name == "humaneval" else c for p, c in zip(prompts, completions)]
-        scores = [verify(t, ground_truth(r, name)) for t, r in zip(texts, rows)]
-        results[name] = {
-            "accuracy": sum(scores) / len(scores),
-            "perplexity": gen.perplexity(prompts, refs),
-            "n": len(rows),
-            "backend": gen.backend,
-            "samples": [{"prompt": r["prompt"], "completion": c, "answer": r["answer"], "score": s}
-                        for r, c, s in list(zip(rows, completions, scores))[:20]],
-        }
+        spec = get_eval_set(name)
+        if spec.scorer == "needle":
+            metrics, shown = _score_needle(gen, rows, template, cfg)
+            results[name] = SetResult(metrics, gen.backend, shown)
+            continue
+        prompts, refs = format_prompts(rows, template, gen.tokenizer, cfg, spec)
+        metrics, shown = SCORERS[spec.scorer](gen, spec, rows, prompts, template, cfg)
+        metrics["bits_per_byte"] = bits_per_byte(gen.reference_nll(prompts, refs), refs, cfg.bootstrap_seed)
+        results[name] = SetResult(metrics, gen.backend, shown)
+    if cfg.lm_eval_sets:
+        from olmo3_core.evaluation.lmeval import run_harness  # the optional `lmeval` extra
+
+        with tempfile.TemporaryDirectory() as tasks:
+            for name in cfg.lm_eval_sets:
+                results[f"lm_eval/{name}"] = run_harness(model_dir, name, cfg, Path(tasks) / name, template, gen.tokenizer)
     return results
 
 
@@ -92,9 +146,20 @@ def load_sets(cfg: EvalConfig) -> tuple[dict[str, list], list[str]]:
     return sets, skipped
 
 
+def metrics_of(results: dict[str, dict[str, SetResult]]) -> dict[str, float]:
+    """MLflow metrics: `<model>/<set>/<metric>` with `_ci_low`, `_ci_high` and `_n` beside it."""
+    out: dict[str, float] = {}
+    for kind, per in results.items():
+        for name, r in per.items():
+            for metric, est in r.metrics.items():
+                out.update(est.metrics(f"{kind}/{name}/{metric}"))
+    return out
+
+
 def run(ctx: StageContext) -> StageResult:
     config: EvalStageConfig = ctx.config
     cfg, template = config.eval, config.template
+    check_eval_config(cfg)
     sets, skipped = load_sets(cfg)
     models = [k for k in MODEL_KINDS if k in ctx.inputs]
     results = {}
@@ -102,23 +167,26 @@ def run(ctx: StageContext) -> StageResult:
         ctx.progress(i, len(models), f"evaluating {kind}")
         results[kind] = evaluate_model(ctx.input(kind).path / "model", template, cfg, sets)
     ctx.progress(len(models), len(models), "done")
-    base = json.loads((ctx.input("eval").path / "results.json").read_text())["results"] if "eval" in ctx.inputs else {}
-    (ctx.output_dir / "results.json").write_text(json.dumps({"results": results, "skipped": skipped}, indent=2))
-    metrics = {f"{kind}/{name}/{m}": r[m] for kind, per in results.items() for name, r in per.items()
-               for m in ("accuracy", "perplexity")}
+    base = read_results(ctx.input("eval").path / "results.json") if "eval" in ctx.inputs else {}
+    write_results(ctx.output_dir / "results.json", results, skipped)
     first = next(iter(sets))
-    accuracy = {("base" if kind == BASE_MODEL else kind): per[first]["accuracy"]
-                for kind, per in {**base, **results}.items() if first in per}
-    ctx.tracker.log_artifact(bar_plot(accuracy, ctx.output_dir / "accuracy.png", f"{first} accuracy", "accuracy"), "plots")
-    return StageResult(metrics=metrics, report_markdown=report(ctx.name, results, base, skipped))
+    primary = next(iter(next(iter(results.values()))[first].metrics)) if results else "accuracy"
+    plotted = {("base" if kind == BASE_MODEL else kind): per[first].metrics[primary].value
+               for kind, per in {**base, **results}.items() if first in per and primary in per[first].metrics}
+    ctx.tracker.log_artifact(bar_plot(plotted, ctx.output_dir / "accuracy.png", f"{first} {primary}", primary), "plots")
+    return StageResult(metrics=metrics_of(results), report_markdown=report(ctx.name, results, base, skipped))
 
 
-def report(name: str, results: dict, base: dict, skipped: list[str]) -> str:
-    lines = [f"### {name}", "", "| model | eval set | accuracy | Δ vs base | perplexity |", "|---|---|---|---|---|"]
+def report(name: str, results: dict[str, dict[str, SetResult]], base: dict[str, dict[str, SetResult]],
+           skipped: list[str]) -> str:
+    lines = [f"### {name}", "", "Value [95% interval] (items): Wilson for accuracies, bootstrap over items for "
+             "pass@k, instruction accuracy and bits-per-byte (lower is better).", "",
+             "| model | eval set | metric | value [95% CI] (n) | Δ vs base |", "|---|---|---|---|---|"]
     for kind, per in results.items():
         for set_name, r in per.items():
-            ref = base.get(BASE_MODEL, {}).get(set_name, {}).get("accuracy")
-            delta = f"{r['accuracy'] - ref:+.3f}" if ref is not None else "-"
-            lines.append(f"| {kind} | {set_name} | {r['accuracy']:.3f} | {delta} | {r['perplexity']:.3g} |")
+            for metric, est in r.metrics.items():
+                ref = base.get(BASE_MODEL, {}).get(set_name)
+                delta = f"{est.value - ref.metrics[metric].value:+.3f}" if ref and metric in ref.metrics else "-"
+                lines.append(f"| {kind} | {set_name} | {metric} | {est.format()} | {delta} |")
     lines += [f"\nSkipped: {s}" for s in skipped]
     return "\n".join(lines) + "\n"

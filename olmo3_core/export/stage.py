@@ -10,6 +10,7 @@ import shutil
 
 from olmo3_core.chat import template_digest
 from olmo3_core.config.schema import ExportStageConfig
+from olmo3_core.evaluation.results import read_results
 from olmo3_core.export.hf import add_legacy_rope_fields, set_chat_defaults, smoke_test
 from olmo3_core.lineage import summarize, walk
 from olmo3_core.stages import StageContext, StageResult
@@ -50,11 +51,12 @@ def run(ctx: StageContext) -> StageResult:
     chain = summarize(walk(model_input.manifest, ctx.execution.storage_options))
     lineage = {"artifact_uri": ctx.uri, "stage": ctx.name, "chain": chain}
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    evals = json.loads((ctx.input("eval").path / "results.json").read_text())["results"] if "eval" in ctx.inputs else {}
+    evals = read_results(ctx.input("eval").path / "results.json") if "eval" in ctx.inputs else {}
     (out / "README.md").write_text(_model_card(ctx, template, chain, evals))
     sample = smoke_test(out)
     data = next((r for r in chain if r["kind"] == "data"), {})
-    scores = {f"eval/{name}/{m}": r[m] for name, r in evals.get(model_input.kind, {}).items() for m in ("accuracy", "perplexity")}
+    scores = {k: v for name, r in evals.get(model_input.kind, {}).items() for m, est in r.metrics.items()
+              for k, v in est.metrics(f"eval/{name}/{m}").items()}
     ctx.tracker.register_model(
         config.registered_model, out, description=_registry_description(ctx, chain), metrics=scores,
         tags={"fingerprint": ctx.fingerprint, "data_fingerprint": data.get("fingerprint", ""), "line": config.line,
@@ -73,7 +75,7 @@ def _registry_description(ctx: StageContext, chain: list[dict]) -> str:
 
 
 def _model_card(ctx: StageContext, template: str, chain: list[dict], evals: dict) -> str:
-    eval_lines = [f"- {model} / {name}: accuracy {r['accuracy']:.3f}, perplexity {r['perplexity']:.3g}"
+    eval_lines = [f"- {model} / {name}: " + "; ".join(f"{m} {est.format()}" for m, est in r.metrics.items())
                   for model, per in evals.items() for name, r in per.items()] or ["- no eval results"]
     rows = "\n".join(f"| {r['stage']} | `{r['fingerprint'][:12]}` | {r['mlflow_run_id'] or '-'} |" for r in chain)
     raw = sum(len(r["raw_inputs"]) for r in chain)

