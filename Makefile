@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2)  # the code sandbox
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0          # the CPU wheel; an unpinned torch pulls CUDA
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,lmeval]'
 	touch $(STAMP)
 
 setup: $(STAMP)
