@@ -189,7 +189,7 @@ def posttrain_runs(manifest: dict, tokenizer) -> list[tuple[Segment, np.ndarray]
     runs = []
     for source, cfg in parts:
         try:
-            rows = datasets.build(kind, cfg, config.template)
+            rows, _ = datasets.build(kind, cfg, config.template, decontam=config.decontam)  # the rows it kept
         except ValueError:
             if source == "gsm8k:train":  # no local GSM8K copy here (training skipped it too, when it had none)
                 continue
