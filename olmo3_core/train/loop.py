@@ -45,10 +45,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
+def deepspeed_config(train: TrainConfig, world_size: int, precision: str) -> dict[str, Any]:
     """DeepSpeed's own config format (a JSON dict by its definition). Always fp32 weights: bf16 compute
-    comes from autocast (`Runtime.autocast`), not DeepSpeed's bf16 mode, which would keep bf16 weights."""
+    comes from autocast, not DeepSpeed's bf16 mode, which would keep bf16 weights. The engine must be
+    told (`torch_autocast`): on CUDA its forward otherwise *disables* an autocast opened around it (seen
+    on an H200: "torch.autocast is enabled outside DeepSpeed but disabled within the DeepSpeed engine").
+    No module is declared lower-precision-safe, so gradients are still reduced in fp32, as OLMo 3."""
     return {
+        "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16", "lower_precision_safe_modules": []},
         "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum_steps,
@@ -127,7 +131,7 @@ def setup(job: TrainJob) -> Session:
                                   betas=(train_cfg.beta1, train_cfg.beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(train_cfg, step))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(train_cfg, world))
+                                           config=deepspeed_config(train_cfg, world, runtime.precision))
     start = _resume(engine, Path(job.checkpoint_dir))
     if start and rank == 0:
         print(f"resumed from checkpoint at step {start}", flush=True)

@@ -145,3 +145,15 @@ def test_with_document_masking_a_documents_logits_ignore_the_other_document_in_i
     torch.testing.assert_close(masked[0, a], masked[1, a], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(masked[0, a], alone[0], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(crossing[0, a], crossing[1, a], atol=1e-3), "without masking, document B leaks into A"
+
+
+def test_deepspeed_is_told_about_bf16_autocast_and_keeps_fp32_gradient_reduction():
+    """On CUDA, DeepSpeed's forward disables an autocast it was not configured for (the H200 check ran
+    fp32 at 53k tokens/s until this was set; 196k after)."""
+    from olmo3_core.config.schema import TrainConfig
+    from olmo3_core.train.loop import deepspeed_config
+
+    bf16 = deepspeed_config(TrainConfig(), 1, "bf16")
+    assert bf16["torch_autocast"] == {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    assert "bf16" not in bf16, "DeepSpeed's bf16 mode would keep bf16 weights"
+    assert deepspeed_config(TrainConfig(), 1, "fp32")["torch_autocast"]["enabled"] is False
