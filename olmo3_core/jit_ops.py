@@ -11,6 +11,10 @@ when its holder dies. Whoever holds it knows that no other process of this proje
 torch lock file it finds was left by a dead process and is removed. (A process outside this project that
 builds into the same extensions directory at the same moment is not covered: point
 `TORCH_EXTENSIONS_DIR` elsewhere for it.)
+
+Only the build/load runs under the lock, never the process group's rendezvous: the ranks of one job
+must meet, and a rank waiting for the lock while another holds it at the rendezvous would deadlock
+(seen: 2-process SFT). `preload_deepspeed_ops` loads the op first; DeepSpeed then finds it cached.
 """
 from __future__ import annotations
 
@@ -50,3 +54,16 @@ def jit_build_guard() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def preload_deepspeed_ops() -> None:
+    """Build or load, under the guard, the op `deepspeed.init_distributed` loads (DeepSpeed caches it per
+    process), so the initialization that follows, a collective, runs outside the lock."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")  # None where no such op (CUDA)
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return
+    with jit_build_guard():
+        builder.load()

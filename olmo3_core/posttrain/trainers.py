@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template
 from olmo3_core.config.schema import RLVRConfig
-from olmo3_core.jit_ops import jit_build_guard
+from olmo3_core.jit_ops import preload_deepspeed_ops
 from olmo3_core.launch import die_with_parent, report_progress
 from olmo3_core.posttrain import datasets
 from olmo3_core.problems.verifiers import get_verifier
@@ -166,8 +166,8 @@ def train(job: PosttrainJob) -> dict[str, float]:
               f"rows, removed {decontam.removed} {decontam.removed_by_set or ''} {decontam.removed_by_origin or ''}", flush=True)
         for note in decontam.notes:
             print(f"{job.kind}: {note}", flush=True)
-    with jit_build_guard():  # TrainingArguments(deepspeed=...) initializes DeepSpeed, which builds/loads a C++ op
-        trainer = build_trainer(job, model, tokenizer, rows)
+    preload_deepspeed_ops()  # TrainingArguments(deepspeed=...) initializes DeepSpeed, which loads a C++ op
+    trainer = build_trainer(job, model, tokenizer, rows)
     # every process sees the same (all-reduced) logs and runs the loss gate; one logs to the tracker
     callback = ProgressCallback(job.tracking.tracker() if main else None, job.kind)
     trainer.add_callback(callback)

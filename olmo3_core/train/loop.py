@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from olmo3_core.jit_ops import jit_build_guard
+from olmo3_core.jit_ops import preload_deepspeed_ops
 from olmo3_core.config.schema import TrainConfig
 from olmo3_core.stages.jobs import JobOutputs, KeptCheckpoint, LossPoint, TrainJob
 from olmo3_core.train.handoff import OptimizerHandoff, export_state, import_state
@@ -118,8 +118,8 @@ def setup(job: TrainJob) -> Session:
     runtime = detect(train_cfg.precision, os.environ)
     if runtime.device_type == "cuda":
         torch.cuda.set_device(torch.device(runtime.device))
-    with jit_build_guard():  # DeepSpeed builds/loads a C++ op here; a dead builder's lock must not hang us
-        deepspeed.init_distributed(dist_backend=runtime.backend, verbose=False)
+    preload_deepspeed_ops()  # its C++ op, under the JIT build guard: a dead builder's lock must not hang us
+    deepspeed.init_distributed(dist_backend=runtime.backend, verbose=False)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     torch.manual_seed(train_cfg.seed + rank)
     model, tokenizer = build(job)

@@ -22,7 +22,7 @@ def _training_pids(pattern: str) -> list[int]:
 
 
 def test_crashed_training_job_is_retried_by_prefect_and_resumes_from_its_checkpoint(wait_for):
-    overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=60", "pretrain.checkpoint_every=10",
+    overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=60", "pretrain.anneal_stop_step=null", "pretrain.checkpoint_every=10",
                  "pretrain.seed=11", "orchestration.retries=1"]
     root = Path(default_storage_root()) / "pretrain"
 

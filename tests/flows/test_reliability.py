@@ -211,7 +211,8 @@ def _job_running(marker: str) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopped_cli_ends_every_process_it_started_and_every_run(tmp_path, signum, wait_for):
     home, marker = tmp_path / "home", uuid.uuid4().hex
-    cli = _cli(home, marker, "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000")
+    cli = _cli(home, marker, "run", "preset=micro", "stages=[pretrain]", "pretrain.max_steps=100000",
+                 "pretrain.anneal_stop_step=null")
     try:
         wait_for(lambda: _job_running(marker), 600, "the training job to start")
         time.sleep(3)  # into training, past the job's start-up

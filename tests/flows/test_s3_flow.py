@@ -14,7 +14,7 @@ def test_flow_artifacts_and_lineage_on_s3(s3_endpoint, s3_bucket, monkeypatch, c
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     storage = [f"storage.root=s3://{bucket}/artifacts",
                f"+storage.storage_options.client_kwargs.endpoint_url={s3_endpoint}"]
-    overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=4", "tracking.experiment=s3-flow",
+    overrides = ["preset=micro", "stages=[pretrain]", "pretrain.max_steps=4", "pretrain.warmup_steps=2", "pretrain.anneal_stop_step=null", "tracking.experiment=s3-flow",
                  f"tracking.artifact_location=s3://{bucket}/mlflow", *storage]
     uris = model_flow(overrides=overrides)
     assert uris["pretrain"].startswith(f"s3://{bucket}/artifacts/pretrain/")

@@ -11,9 +11,9 @@ from olmo3_core.jit_ops import jit_build_guard
 # What a training job does first: DeepSpeed's process group, which builds or loads its shared-memory op.
 INIT = """
 import deepspeed
-from olmo3_core.jit_ops import jit_build_guard
-with jit_build_guard():
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+from olmo3_core.jit_ops import preload_deepspeed_ops
+preload_deepspeed_ops()
+deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 print("initialized", flush=True)
 """
 
@@ -61,3 +61,21 @@ def test_the_guard_serializes_builders_and_is_released_when_its_holder_dies(tmp_
         assert time.time() - started < 30
     finally:
         holder.kill()
+
+
+def test_two_ranks_of_one_job_meet_while_loading_the_op(tmp_path):
+    """The ranks' rendezvous must not happen under the build lock (one rank holding it at the rendezvous
+    while the other waits for it deadlocked a 2-process SFT job)."""
+    from olmo3_core.launch import free_port
+
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", INIT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                   "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+             for r in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 and "initialized" in out for p, out in zip(procs, outputs)), outputs

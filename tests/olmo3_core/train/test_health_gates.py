@@ -68,7 +68,7 @@ def test_a_diverged_pretrain_stage_is_not_published(tmp_path):
     """Through the runner: the stage fails with the gate's message and its artifact has no manifest,
     so neither a downstream stage nor a rerun can take it for a finished model."""
     cfg = compose_config(["preset=micro", "stages=[pretrain]", "pretrain.lr=inf", "pretrain.max_steps=5",
-                          f"storage.root={tmp_path / 'artifacts'}"])
+                          "pretrain.anneal_stop_step=null", f"storage.root={tmp_path / 'artifacts'}"])
     with pytest.raises(LossGateFailed, match=r"^pretrain: loss is nan at step \d+; not publishing$"):
         run_plan(cfg)
     assert {p.parent.parent.name for p in (tmp_path / "artifacts").glob("*/*/artifact.json")} == {"data"}
