@@ -87,14 +87,9 @@ def validate_hostfile(path: str) -> int:
     return slots
 
 
-def job_command(module: str, job_file: Path, launch: LaunchConfig) -> tuple[list[str], dict[str, str]]:
-    """The command (and extra environment) that runs `python -m module job_file` under the launcher.
-
-    - a hostfile: the DeepSpeed launcher, which ssh-starts `nprocs`-per-slot processes on its hosts;
-    - `nnodes > 1`: torchrun with c10d rendezvous at master_addr:master_port; every node runs this same
-      command with its own `node_rank` (global ranks follow the rendezvous, data sharding follows rank);
-    - `nprocs > 1` on one node: torchrun (or DeepSpeed's launcher with launcher=deepspeed);
-    - one process: plain `python -m`, with the distributed environment set here."""
+def check_multi_node(launch: LaunchConfig) -> None:
+    """The rules of the `launch` keys a type cannot express (ValueError naming the keys); compose checks
+    them before compute, `job_command` again for launch configs built in code."""
     multi_node = launch.nnodes > 1
     if multi_node and not (launch.master_addr and launch.master_port):
         raise ValueError(f"launch.nnodes={launch.nnodes} needs launch.master_addr and launch.master_port: the address "
@@ -104,6 +99,18 @@ def job_command(module: str, job_file: Path, launch: LaunchConfig) -> tuple[list
     if multi_node and launch.hostfile:
         raise ValueError("launch.nnodes > 1 (torchrun on each node) and launch.hostfile (DeepSpeed starts every node "
                          "from this one) are two ways to go multi-node: set one of them")
+
+
+def job_command(module: str, job_file: Path, launch: LaunchConfig) -> tuple[list[str], dict[str, str]]:
+    """The command (and extra environment) that runs `python -m module job_file` under the launcher.
+
+    - a hostfile: the DeepSpeed launcher, which ssh-starts `nprocs`-per-slot processes on its hosts;
+    - `nnodes > 1`: torchrun with c10d rendezvous at master_addr:master_port; every node runs this same
+      command with its own `node_rank` (global ranks follow the rendezvous, data sharding follows rank);
+    - `nprocs > 1` on one node: torchrun (or DeepSpeed's launcher with launcher=deepspeed);
+    - one process: plain `python -m`, with the distributed environment set here."""
+    check_multi_node(launch)
+    multi_node = launch.nnodes > 1
     port = launch.master_port or free_port()
     addr = launch.master_addr or "127.0.0.1"
     nprocs = launch.nprocs

@@ -206,6 +206,8 @@ def data_files(data: DataConfig) -> tuple[FileIdentity, ...]:
     """Every file the data stage reads: source files and globs, decontamination files and eval copies."""
     files = [f for name, src in data.sources.items() if src.kind in ("files", "pdf")
              for f in _identify(f"data.sources.{name}.paths", src.paths, {**data.storage_options, **src.storage_options}, name)]
+    if data.tokenizer.path:  # a loaded tokenizer decides every token id: its files are part of the data's identity
+        files += _identify("data.tokenizer.path", [f"{data.tokenizer.path.rstrip('/')}/*"], {}, "tokenizer")
     return tuple(files + decontam_files(data))
 
 
@@ -217,8 +219,8 @@ def decontam_files(data: DataConfig) -> list[FileIdentity]:
 
 
 def world_size(launch: LaunchConfig) -> int:
-    """Processes of a base-training job: the hostfile's slots, else `nprocs`."""
-    return validate_hostfile(launch.hostfile) if launch.hostfile else launch.nprocs
+    """Processes of a training job, over all nodes: the hostfile's slots, else `nprocs` on each of `nnodes`."""
+    return validate_hostfile(launch.hostfile) if launch.hostfile else launch.nprocs * launch.nnodes
 
 
 def build_plan(cfg: FlowConfig, fork_from: dict[str, Any] | None = None) -> Plan:

@@ -99,19 +99,39 @@ def _check_consistency(cfg: FlowConfig) -> None:
         raise ConfigError(f"longmino.seq_len ({long.seq_len}) exceeds what YaRN reaches from midtrain.seq_len "
                           f"({mid.seq_len}) x longmino.yarn_factor ({long.yarn_factor})")
     _check_vocab(cfg)
+    _check_launch(cfg)
     _check_data(cfg.data)
     check_eval_config(cfg.eval, m.max_position_embeddings)
 
 
 def _check_vocab(cfg: FlowConfig) -> None:
     """A token id at or above model.vocab_size indexes past the embedding table: on CPU an IndexError
-    mid-training, on CUDA a device-side assert that kills the job. The data stage trains a BPE tokenizer
-    of (at most) data.tokenizer.vocab_size tokens, special tokens included, so that is its size here."""
+    mid-training, on CUDA a device-side assert that kills the job. A tokenizer loaded from
+    data.tokenizer.path is measured (with the chat tokens the data stage adds to it); a trained one has
+    (at most) data.tokenizer.vocab_size tokens, special tokens included."""
+    from olmo3_core.data import tokenizer
     from olmo3_core.model.build import vocab_mismatch
 
-    problem = vocab_mismatch(cfg.model.vocab_size, cfg.data.tokenizer.vocab_size, "data.tokenizer.vocab_size")
+    tok = cfg.data.tokenizer
+    if tok.path:
+        try:
+            size, source = tokenizer.local_size(tok.path), f"data.tokenizer.path={tok.path}"
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"data.tokenizer.path: cannot load a tokenizer from {tok.path}: {exc}") from exc
+    else:
+        size, source = tok.vocab_size, "data.tokenizer.vocab_size"
+    problem = vocab_mismatch(cfg.model.vocab_size, size, source)
     if problem:
         raise ConfigError(problem)
+
+
+def _check_launch(cfg: FlowConfig) -> None:
+    from olmo3_core.launch import check_multi_node
+
+    try:
+        check_multi_node(cfg.launch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _require(ok: bool, message: str) -> None:

@@ -66,6 +66,11 @@ class DecontamConfig:
 
 @dataclass
 class TokenizerConfig:
+    # A local directory holding a saved Hugging Face tokenizer (e.g. a copy of allenai/dolma2-tokenizer, the
+    # OLMo 3 tokenizer: 100,278 ids): used as is, with the project's chat tokens added where it lacks them,
+    # and the fields below are ignored. None: train a byte-level BPE on the curated corpus. Nothing is
+    # downloaded: a hub name is not accepted, copy the tokenizer files to a directory first.
+    path: Optional[str] = None
     vocab_size: int = field(default=2048, metadata={"gt": 300})  # above the 256 byte symbols plus special tokens
     min_frequency: int = gt0(2)
     train_chars: int = gt0(4_000_000)  # curated characters sampled (round-robin over sources) for BPE training

@@ -80,8 +80,10 @@ def markdown(sheet: dict[str, Any]) -> str:
         lines += [f"| {mix} | {src} | {v['target']:.3f} | {v['achieved']:.3f} | {v['tokens']} | {v['docs']} ({v['unique_docs']}) | {v['epochs']} |"
                   for src, v in m["sources"].items()]
         lines.append(f"| {mix} | **total** | | | {m['tokens']} (target {m['target_tokens']}) | {m['docs']} | {m['shards']} shards |")
-    lines += ["", f"Tokenizer: byte-level BPE, vocab {sheet['tokenizer']['vocab_size']}, trained on "
-              f"{sheet['tokenizer']['train_chars']} characters."]
+    tok = sheet["tokenizer"]
+    lines += ["", f"Tokenizer: byte-level BPE, vocab {tok['vocab_size']}, trained on {tok['train_chars']} characters."
+              if tok.get("source", "trained") == "trained" else
+              f"Tokenizer: loaded from `{tok['source']}`, {tok['vocab_size']} ids (chat tokens included)."]
     lines += [f"- {note}" for note in sheet["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -189,7 +189,8 @@ def run(ctx: StageContext) -> StageResult:
         drops = deduplicate(cfg, reports, out, ctx.progress)
         log.info("dedup removed %d documents", sum(map(len, drops.values())))
         left_out = left_out_sources(cfg, reports, drops)
-        tok = tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer")
+        tok = (tokenizer.load(cfg.tokenizer.path, out / "tokenizer") if cfg.tokenizer.path else
+               tokenizer.train(training_texts(reports, drops, out, cfg.tokenizer.train_chars), cfg.tokenizer, out / "tokenizer"))
         sources = tokenize(executor, list(cfg.sources), reports, drops, out, tok.convert_tokens_to_ids(EOS_TOKEN),
                            ctx.progress)
     sheet = _mix_and_describe(cfg, reports, drops, sources, out, notes + [
@@ -206,7 +207,8 @@ def _mix_and_describe(cfg: DataConfig, reports, drops: Drops, sources: dict[str,
     sheet: dict[str, Any] = {"sources": {s: datasheet.source_sheet([r for r in reports if r.source == s], dups[s],
                                                                    sources[s], out)
                                          for s in cfg.sources}, "mixes": {}, "notes": notes,
-                             "tokenizer": {"vocab_size": vocab, "train_chars": cfg.tokenizer.train_chars}}
+                             "tokenizer": {"vocab_size": vocab, "source": cfg.tokenizer.path or "trained",
+                                           "train_chars": 0 if cfg.tokenizer.path else cfg.tokenizer.train_chars}}
     for mix in MIX_NAMES:
         try:
             plan = plan_mix(cfg, mix, sources)

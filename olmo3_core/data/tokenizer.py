@@ -1,7 +1,9 @@
-"""Byte-level BPE trained on the curated corpus, saved as a `PreTrainedTokenizerFast`.
+"""The data stage's tokenizer: a byte-level BPE trained on the curated corpus, or a saved one loaded
+from a local directory (`data.tokenizer.path`); either way saved as a `PreTrainedTokenizerFast`.
 
-The special tokens come first in the vocabulary (ids 0..7), so their ids do not depend on the
-corpus; EOS separates packed documents and PAD pads batches; there is no BOS, as in OLMo 3.
+A trained tokenizer puts the special tokens first in the vocabulary (ids 0..7), so their ids do not
+depend on the corpus. A loaded one keeps its ids and gets the chat tokens it lacks appended. EOS
+separates packed documents and PAD pads batches; there is no BOS, as in OLMo 3.
 """
 from __future__ import annotations
 
@@ -35,3 +37,31 @@ def train(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
     return hf
+
+
+def _local(path: str):
+    """The saved tokenizer at `path` with every special token of `olmo3_core.chat` (missing ones appended,
+    so existing ids never move) and the project's EOS/PAD roles."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():  # a non-directory would be taken for a hub name and downloaded
+        raise ValueError(f"{path} is not a directory holding a saved tokenizer (tokenizer.json or vocab files)")
+    tok = AutoTokenizer.from_pretrained(path)
+    missing = [t for t in SPECIAL_TOKENS if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    tok.eos_token, tok.pad_token = EOS_TOKEN, PAD_TOKEN
+    return tok
+
+
+def local_size(path: str) -> int:
+    """Ids the tokenizer loaded from `path` can emit, chat tokens included: what model.vocab_size must hold."""
+    return len(_local(path))
+
+
+def load(path: str, out_dir: Path):
+    """The tokenizer saved at `path`, completed with the chat tokens and saved to `out_dir`; returns it."""
+    tok = _local(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out_dir))
+    return tok

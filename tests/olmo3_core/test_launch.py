@@ -65,3 +65,20 @@ def test_deepspeed_hostfile_launch_is_this_exact_command(tmp_path):
     assert cmd[:7] == ["deepspeed", "--master_port", "29500", "--hostfile", str(hostfile), "--master_addr", "node-a"]
     with pytest.raises(ValueError, match="two ways to go multi-node"):
         job_command("m", tmp_path / "j", LaunchConfig(hostfile=str(hostfile), nnodes=2, master_addr="a", master_port=1))
+
+
+def test_multi_node_settings_are_refused_at_compose_before_compute():
+    from olmo3_core.config.compose import compose_config
+    from olmo3_core.config.typed import ConfigError
+
+    with pytest.raises(ConfigError, match="launch.nnodes=2 needs launch.master_addr and launch.master_port"):
+        compose_config(["preset=micro", "launch.nnodes=2"])
+
+
+def test_world_size_counts_the_processes_of_every_node(tmp_path):
+    from olmo3_core.plan import world_size
+
+    assert world_size(LaunchConfig(nprocs=4, nnodes=2, master_addr="h", master_port=1)) == 8
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=8\nnode-b slots=8\n")
+    assert world_size(LaunchConfig(nprocs=1, hostfile=str(hostfile))) == 16
