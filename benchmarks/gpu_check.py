@@ -40,7 +40,8 @@ import yaml  # noqa: E402
 
 from olmo3_core.chat import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS  # noqa: E402
 from olmo3_core.config.schema import LaunchConfig, ModelConfig, TrainConfig  # noqa: E402
-from olmo3_core.model.build import count_parameters, local_tokenizer_size, vocab_mismatch  # noqa: E402
+from olmo3_core.data.tokenizer import local_size  # noqa: E402
+from olmo3_core.model.build import count_parameters, vocab_mismatch  # noqa: E402
 
 PROMPTS = ["def fibonacci(n):\n    if n < 2:\n        return n\n", "The quick brown fox jumps over the lazy dog.",
            "import os\nimport sys\n\n\ndef main():\n"]
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # more tokens than the run reads are not needed: TokenWindows cycles over the shard
     tokenizer_dir, mix_dir = prepare_data(args.work / "data", args.vocab, tokens=2_000_000 if cuda else 50_000)
-    vocab = local_tokenizer_size(tokenizer_dir)
+    vocab = local_size(str(tokenizer_dir))
     model, train_cfg = load_presets(args.model, vocab)
     problem = vocab_mismatch(model.vocab_size, vocab, str(tokenizer_dir))
     if problem:

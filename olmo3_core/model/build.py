@@ -7,7 +7,6 @@ Long-context extension applies YaRN to the full-attention layers only; sliding l
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,12 +76,6 @@ def vocab_mismatch(model_vocab: int, tokenizer_vocab: int, tokenizer_source: str
             f"{tokenizer_source}): token ids {model_vocab:,}..{tokenizer_vocab - 1:,} would index past the embedding "
             f"table; set model.vocab_size to at least {tokenizer_vocab:,} or use a smaller tokenizer")
 
-
-def local_tokenizer_size(tokenizer_dir: str | Path) -> int:
-    """Ids a saved Hugging Face tokenizer can emit: its base vocabulary plus added (special) tokens."""
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
 
 
 def build_model(config: Olmo3Config, seed: int = 0) -> Olmo3ForCausalLM:
