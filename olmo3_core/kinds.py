@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 BASE_TRAINING = ("pretrain", "midtrain", "longmino")  # each continues from the one before
+# The weight average of several midtrain runs (`midtrain.ingredients`), which longmino then continues from.
+SOUP = "soup"
 POSTTRAIN_STEPS = ("sft", "dpo", "rlvr")  # a post-training line runs an ordered subset
-MODEL_KINDS = BASE_TRAINING + POSTTRAIN_STEPS  # stages whose artifact holds a model
+# stages whose artifact holds a model, in pipeline order
+MODEL_KINDS = (*BASE_TRAINING[:2], SOUP, *BASE_TRAINING[2:], *POSTTRAIN_STEPS)
 PAIRS = "dpo_pairs"  # delta-learning preference pairs, generated before the DPO step that reads them
-STAGE_KINDS = ("data", *BASE_TRAINING, POSTTRAIN_STEPS[0], PAIRS, *POSTTRAIN_STEPS[1:], "eval", "export")
+STAGE_KINDS = ("data", *MODEL_KINDS[:4], POSTTRAIN_STEPS[0], PAIRS, *POSTTRAIN_STEPS[1:], "eval", "export")
 BRANCHES = ("instruct", "think", "rl_zero")
 
 

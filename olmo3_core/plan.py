@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PairsStageConfig,
-                                      PosttrainStageConfig, TrainStageConfig)
+                                      PosttrainStageConfig, SoupStageConfig, TrainStageConfig)
 from olmo3_core.config.typed import ConfigError, from_dict, to_dict
 from olmo3_core.data import stage as data_stage
 from olmo3_core.data.config import DataConfig
 from olmo3_core.evaluation import stage as eval_stage
 from olmo3_core.export import stage as export_stage
 from olmo3_core.inputs import FileIdentity, identify_all
-from olmo3_core.kinds import BASE_TRAINING, PAIRS, POSTTRAIN_STEPS, STAGE_KINDS, init_from
+from olmo3_core.kinds import BASE_TRAINING, PAIRS, POSTTRAIN_STEPS, SOUP, STAGE_KINDS
 from olmo3_core.launch import validate_hostfile
 from olmo3_core.posttrain import pairs as pairs_stage
 from olmo3_core.posttrain import stage as posttrain_stage
-from olmo3_core.problems.evalsets import local_files
+from olmo3_core.problems.evalsets import get_eval_set, local_files
+from olmo3_core.soup import stage as soup_stage
 from olmo3_core.train import stage as train_stage
 
 PACKAGE = "olmo3_core"
@@ -49,7 +50,9 @@ class StageKind:
 
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("data", data_stage.run, DataConfig),
-    *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING),
+    *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING[:2]),
+    StageKind(SOUP, soup_stage.run, SoupStageConfig),
+    *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING[2:]),
     *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS[:1]),
     StageKind(PAIRS, pairs_stage.run, PairsStageConfig),
     *(StageKind(kind, posttrain_stage.run, PosttrainStageConfig) for kind in POSTTRAIN_STEPS[1:]),
@@ -240,15 +243,25 @@ def build_plan(cfg: FlowConfig, fork_from: dict[str, Any] | None = None) -> Plan
 
 def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
     plan.add("data", "data", "base", cfg.data, (), data_files(cfg.data))
+    # base-training kind -> the stages it adds and the one holding its model (midtrain's: its soup, when souped)
+    built: dict[str, tuple[tuple[str, ...], str]] = {}
+    upstream: str | None = None
     for kind in BASE_TRAINING:
-        config = TrainStageConfig(train=getattr(cfg, kind), model=cfg.model, world_size=world_size(cfg.launch))
-        upstream = init_from(kind)
-        plan.add(kind, kind, "base", config, ("data", upstream) if upstream else ("data",))
-    base_model = BASE_TRAINING[-1]
+        parents = ("data", upstream) if upstream else ("data",)
+        if kind == "midtrain":
+            built[kind] = _midtrain(cfg, plan, parents)
+        else:
+            config = TrainStageConfig(train=getattr(cfg, kind), model=cfg.model, world_size=world_size(cfg.launch))
+            name = plan.add(kind, kind, "base", config, parents)
+            built[kind] = ((name,), name)
+        upstream = built[kind][1]
+    models = {kind: model for kind, (_, model) in built.items()}
+    base_model = models[BASE_TRAINING[-1]]
     eval_files = tuple(_eval_files([s for s, n in cfg.eval.sets.items() if n > 0], "eval"))
     # earlier stages compared in the base eval, unless a fork from a later stage means they are not built
-    evaluated = (*(k for i, k in enumerate(BASE_TRAINING[:-1]) if k in cfg.eval.compare_base_stages
-                   and not any(later in plan.pinned for later in BASE_TRAINING[i + 1:])), base_model)
+    evaluated = (*(models[k] for i, k in enumerate(BASE_TRAINING[:-1]) if k in cfg.eval.compare_base_stages
+                   and not any(name in plan.pinned for later in BASE_TRAINING[i + 1:] for name in built[later][0])),
+                 base_model)
     base_eval = plan.add("base/eval", "eval", "base", EvalStageConfig(eval=cfg.eval, template=None), evaluated,
                          eval_files)
     plan.add("base/export", "export", "base", _export_config(cfg, "base", None), (base_model, base_eval))
@@ -266,7 +279,7 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
                 files += _eval_files(["gsm8k_train"], step)
             parents = (model,)
             if step == "dpo" and step_cfg.pairs == "delta":
-                parents += (_delta_pairs(cfg, plan, branch, spec.template, model),)
+                parents += (_delta_pairs(cfg, plan, branch, spec.template, model, models),)
             model = plan.add(f"{branch}/{step}", step, branch, config, parents, tuple(files))
             steps.append(model)
         evaluation = plan.add(f"{branch}/eval", "eval", branch, EvalStageConfig(eval=cfg.eval, template=spec.template),
@@ -275,18 +288,43 @@ def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
     return plan
 
 
-def _delta_pairs(cfg: FlowConfig, plan: Plan, branch: str, template: str, stronger: str) -> str:
+def _midtrain(cfg: FlowConfig, plan: Plan, parents: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """midtrain's stages and the one holding its model: a run per data-order seed of `midtrain.ingredients`
+    (independent stages, so `orchestration.max_parallel_stages` runs them side by side) and, with more
+    than one, the soup of them that longmino continues from."""
+    mid = cfg.midtrain
+
+    def run(name: str, seed: int) -> str:
+        config = TrainStageConfig(train=mid.ingredient(seed), model=cfg.model, world_size=world_size(cfg.launch))
+        return plan.add(name, "midtrain", "base", config, parents)
+
+    if len(mid.ingredients) == 1:
+        name = run("midtrain", mid.ingredients[0])
+        return (name,), name
+    runs = tuple(run(f"midtrain/seed{seed}", seed) for seed in mid.ingredients)
+    try:
+        get_eval_set(mid.soup.heldout_set)
+    except ValueError as exc:
+        raise ConfigError(f"midtrain.soup.heldout_set: {exc}") from exc
+    files = tuple(_eval_files([mid.soup.heldout_set], SOUP))
+    config = SoupStageConfig(ingredients=list(mid.ingredients), soup=mid.soup, seq_len=mid.seq_len)
+    return (*runs, SOUP), plan.add(SOUP, SOUP, "base", config, runs, files)
+
+
+def _delta_pairs(cfg: FlowConfig, plan: Plan, branch: str, template: str, stronger: str, models: dict[str, str]) -> str:
     """The dpo_pairs stage of a line's DPO step: chosen from the model DPO continues from, rejected from
-    the configured base-training stage (both are its parents, so DPO's lineage names both)."""
+    the configured base-training stage's model (`models`: kind -> stage; both are its parents, in that
+    order, so DPO's lineage names both)."""
     delta = getattr(cfg.posttrain, branch).dpo.delta
     key = f"posttrain.{branch}.dpo.delta.rejected_from"
-    if delta.rejected_from not in plan.stages:
+    rejected = models.get(delta.rejected_from)
+    if rejected not in plan.stages:
         raise ConfigError(f"{key}: {delta.rejected_from!r} is not a stage of this flow")
-    if plan.stages[delta.rejected_from].kind == plan.stages[stronger].kind:
+    if plan.stages[rejected].kind == plan.stages[stronger].kind:
         raise ConfigError(f"{key}: the rejected model ({delta.rejected_from}) is the model DPO continues from; "
                           f"delta learning needs a weaker one (run SFT first, or pick an earlier stage)")
     return plan.add(f"{branch}/{PAIRS}", PAIRS, branch, PairsStageConfig(template=template, pairs=delta),
-                    (stronger, delta.rejected_from))
+                    (stronger, rejected))
 
 
 def _check_posttrain_batch(key: str, config: PosttrainStageConfig) -> None:

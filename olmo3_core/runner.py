@@ -236,7 +236,7 @@ def _input(store: ArtifactStore, manifest: dict[str, Any]) -> InputArtifact:
 def _run(session: Session, name: str, progress: ProgressHook, prefect_flow_run_id: str | None) -> dict[str, Any]:
     spec, store = session.plan.stages[name], session.store
     upstream = _upstream(session, name)
-    inputs = {m["kind"]: _input(store, m) for m in upstream}
+    inputs = {parent: _input(store, m) for parent, m in zip(spec.parents, upstream)}  # by the plan's names
     config = to_dict(spec.config)
     tracker = session.tracking.start_stage(spec, config, _links(upstream),
                                            {"artifact_uri": store.uri(spec.kind, spec.fingerprint), **session.tags})

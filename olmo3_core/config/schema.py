@@ -8,6 +8,7 @@ which is exactly what that stage's fingerprint covers.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -108,6 +109,55 @@ class TrainConfig:
             raise ConfigError(f"{key}.decay_fraction must be <= 1, got {self.decay_fraction}")
         if self.continue_from_upstream and not has_upstream:
             raise ConfigError(f"{key}.continue_from_upstream: {key} has no upstream training stage to continue from")
+
+
+@dataclass
+class SoupConfig:
+    """How the soup stage averages midtrain's ingredients and compares them (only with >= 2 ingredients)."""
+
+    # one weight per ingredient, in `midtrain.ingredients` order, normalized to sum to 1; empty: uniform (OLMo 3)
+    weights: List[float] = field(default_factory=list)
+    # held-out text the report scores each ingredient and the soup on: this eval set's items (prompt and
+    # reference solution), which the data stage removes from the training mixes (`data.decontam.sets`)
+    heldout_set: str = "procedural_math"
+    heldout_items: int = gt0(100)
+    heldout_seed: int = 4321  # not eval.seed: items the eval stage does not report on
+
+
+@dataclass
+class MidtrainConfig(TrainConfig):
+    """midtrain: a base-training stage that may run as several souped ingredient runs.
+
+    OLMo 3 midtrains more than once from the same pretrained model, each run with its own data-order
+    seed, and averages the runs' weights ("model souping") before long-context extension. Each seed of
+    `ingredients` is one midtrain run (the stage `midtrain/seed{S}`, its `seed` set to S); with two or
+    more, a `soup` stage averages them and longmino continues from the soup. One ingredient is a single
+    midtrain run (the stage `midtrain`), no soup.
+    """
+
+    ingredients: List[int] = field(default_factory=lambda: [0])  # data-order seeds, one run each
+    soup: SoupConfig = field(default_factory=SoupConfig)
+
+    def check(self, key: str, has_upstream: bool) -> None:
+        super().check(key, has_upstream)
+        if not self.ingredients:
+            raise ConfigError(f"{key}.ingredients must name at least one data-order seed")
+        if len(set(self.ingredients)) != len(self.ingredients):
+            raise ConfigError(f"{key}.ingredients has a seed twice ({self.ingredients}): two runs would be the same run")
+        if self.seed != 0:  # the seeds are the ingredients'; a second place to set one would be ignored
+            raise ConfigError(f"{key}.seed is not used: {key}'s data-order seeds are {key}.ingredients "
+                              f"(set {key}.ingredients=[{self.seed}])")
+        if self.soup.weights and len(self.soup.weights) != len(self.ingredients):
+            raise ConfigError(f"{key}.soup.weights has {len(self.soup.weights)} weights for "
+                              f"{len(self.ingredients)} {key}.ingredients")
+        if any(w < 0 for w in self.soup.weights) or (self.soup.weights and sum(self.soup.weights) <= 0):
+            raise ConfigError(f"{key}.soup.weights must be >= 0 with a positive sum, got {self.soup.weights}")
+
+    def ingredient(self, seed: int) -> TrainConfig:
+        """The training config of the ingredient run with data-order seed `seed`: a plain midtrain config,
+        so one ingredient's stage is identical (same fingerprint) whether or not others are souped with it."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{**own, "seed": seed})
 
 
 @dataclass
@@ -279,7 +329,7 @@ class FlowConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
-    midtrain: TrainConfig = field(default_factory=TrainConfig)
+    midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
     longmino: TrainConfig = field(default_factory=TrainConfig)
     posttrain: PosttrainConfig = field(default_factory=PosttrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -303,6 +353,24 @@ class TrainStageConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     world_size: int = gt0(1)  # processes that share the global batch: it changes the result
+
+    @property
+    def trained_context(self) -> int:
+        """The sequence length of this stage's model: a continuing stage's YaRN original context."""
+        return self.train.seq_len
+
+
+@dataclass
+class SoupStageConfig:
+    """soup: the weight average of the midtrain ingredient runs (its parents, in `ingredients` order)."""
+
+    ingredients: List[int] = field(default_factory=list)  # the parents' data-order seeds, in parent order
+    soup: SoupConfig = field(default_factory=SoupConfig)
+    seq_len: int = gt0(128)  # what the ingredients trained at: a continuing stage's YaRN original context
+
+    @property
+    def trained_context(self) -> int:
+        return self.seq_len
 
 
 @dataclass

@@ -161,13 +161,13 @@ def run(ctx: StageContext) -> StageResult:
     cfg, template = config.eval, config.template
     check_eval_config(cfg)
     sets, skipped = load_sets(cfg)
-    models = [k for k in MODEL_KINDS if k in ctx.inputs]
+    models = [k for k in MODEL_KINDS if ctx.inputs_of(k)]
     results = {}
     for i, kind in enumerate(models):
         ctx.progress(i, len(models), f"evaluating {kind}")
         results[kind] = evaluate_model(ctx.input(kind).path / "model", template, cfg, sets)
     ctx.progress(len(models), len(models), "done")
-    base = read_results(ctx.input("eval").path / "results.json") if "eval" in ctx.inputs else {}
+    base = read_results(ctx.input("eval").path / "results.json") if ctx.inputs_of("eval") else {}
     write_results(ctx.output_dir / "results.json", results, skipped)
     first = next(iter(sets))
     primary = next(iter(next(iter(results.values()))[first].metrics)) if results else "accuracy"

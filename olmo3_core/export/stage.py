@@ -42,7 +42,7 @@ Raw data inputs of the data stage: {raw} files (digests in `lineage.json`).
 
 def run(ctx: StageContext) -> StageResult:
     config: ExportStageConfig = ctx.config
-    model_input = next(a for kind, a in ctx.inputs.items() if kind != "eval")
+    model_input = next(a for a in ctx.inputs.values() if a.kind != "eval")
     template = config.template or "instruct"
     out = ctx.output_dir / "model"
     shutil.copytree(model_input.path / "model", out, dirs_exist_ok=True)
@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> StageResult:
     chain = summarize(walk(model_input.manifest, ctx.execution.storage_options))
     lineage = {"artifact_uri": ctx.uri, "stage": ctx.name, "chain": chain}
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    evals = read_results(ctx.input("eval").path / "results.json") if "eval" in ctx.inputs else {}
+    evals = read_results(ctx.input("eval").path / "results.json") if ctx.inputs_of("eval") else {}
     (out / "README.md").write_text(_model_card(ctx, template, chain, evals))
     sample = smoke_test(out)
     data = next((r for r in chain if r["kind"] == "data"), {})

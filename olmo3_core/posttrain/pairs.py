@@ -55,10 +55,9 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
 
 
 def model_inputs(ctx: StageContext) -> tuple[InputArtifact, InputArtifact]:
-    """(stronger, weaker): the weaker is the configured base-training stage, the stronger the other input."""
-    config: PairsStageConfig = ctx.config
-    weaker = ctx.input(config.pairs.rejected_from)
-    (stronger,) = [a for kind, a in ctx.inputs.items() if kind != config.pairs.rejected_from]
+    """(stronger, weaker): the plan gives the stage the model DPO continues from, then the configured weaker
+    base model (`pairs.rejected_from`, or the soup of souped midtrain runs), as its parents in that order."""
+    stronger, weaker = ctx.inputs.values()
     return stronger, weaker
 
 

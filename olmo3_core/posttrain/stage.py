@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> StageResult:
-    (upstream,) = [a for kind, a in ctx.inputs.items() if kind in MODEL_KINDS]  # the model this step continues from
-    pairs = ctx.inputs.get(PAIRS)  # DPO with delta-learning pairs
+    (upstream,) = [a for a in ctx.inputs.values() if a.kind in MODEL_KINDS]  # the model this step continues from
+    pairs = next(iter(ctx.inputs_of(PAIRS)), None)  # DPO with delta-learning pairs
     job = PosttrainJob(
         kind=ctx.kind,
         config=ctx.config,

@@ -50,7 +50,9 @@ class StageContext:
     name: str
     kind: str
     config: Any  # the stage's typed config (`olmo3_core.plan.KINDS[kind].config_type`)
-    inputs: dict[str, InputArtifact]  # by upstream stage kind ("data", "pretrain", ...)
+    # by upstream stage name ("data", "pretrain", "midtrain/seed1", ...), in the order of the stage's parents:
+    # a stage may have several inputs of one kind (a soup's ingredients)
+    inputs: dict[str, InputArtifact]
     output_dir: Path
     tracker: Tracker = field(default_factory=NullTracker)
     progress: ProgressHook = no_progress
@@ -59,10 +61,18 @@ class StageContext:
     fingerprint: str = ""
     uri: str = ""  # where the finished artifact will live
 
+    def inputs_of(self, kind: str) -> list[InputArtifact]:
+        """The upstream artifacts of one kind, in parent order."""
+        return [a for a in self.inputs.values() if a.kind == kind]
+
     def input(self, kind: str) -> InputArtifact:
-        if kind not in self.inputs:
-            raise KeyError(f"stage {self.name!r} needs an upstream {kind!r} artifact; got {sorted(self.inputs)}")
-        return self.inputs[kind]
+        """The one upstream artifact of `kind`."""
+        found = self.inputs_of(kind)
+        if len(found) != 1:
+            have = ", ".join(f"{name} ({a.kind})" for name, a in self.inputs.items()) or "none"
+            raise KeyError(f"stage {self.name!r} needs exactly one upstream {kind!r} artifact, got {len(found)}; "
+                           f"its inputs: {have}")
+        return found[0]
 
 
 @dataclass

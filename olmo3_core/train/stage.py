@@ -2,20 +2,21 @@
 
 pretrain starts from random init on the pretrain mix; midtrain continues from pretrain on the
 Dolmino-style mix, by default from pretrain's final LR and AdamW state with a linear decay to zero;
-longmino continues from midtrain at a longer sequence length with YaRN on the full-attention layers.
-Each artifact holds `model/`, `optimizer/state.pt` (what the next stage continues from) and any kept
-checkpoints (`checkpoints/step{N}/`).
+longmino continues from midtrain (or from the soup of several midtrain runs, `olmo3_core.soup`) at a
+longer sequence length with YaRN on the full-attention layers. Each artifact holds `model/`,
+`optimizer/state.pt` (what the next stage continues from), its chain's LR and loss curves
+(`chain_curves.json`) and any kept checkpoints (`checkpoints/step{N}/`).
 """
 from __future__ import annotations
 
 import logging
 
 from olmo3_core.config.schema import TrainStageConfig
-from olmo3_core.kinds import init_from
 from olmo3_core.stages import StageContext, StageResult
 from olmo3_core.stages.jobs import JobOutputs, TrackingRef, TrainJob
 from olmo3_core.stages.report import training_result
 from olmo3_core.train import loop
+from olmo3_core.train.curves import ChainCurves
 from olmo3_core.train.health import run_gated_job
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> StageResult:
     config: TrainStageConfig = ctx.config
     data = ctx.input("data")
-    upstream = ctx.input(init_from(ctx.kind)) if init_from(ctx.kind) else None
+    # the model it continues from: the previous base-training stage or a soup (None: random init)
+    upstream = next((a for a in ctx.inputs.values() if a.kind != "data"), None)
     job = TrainJob(
         kind=ctx.kind,
         train=config.train,
@@ -34,7 +36,7 @@ def run(ctx: StageContext) -> StageResult:
         output_dir=str(ctx.output_dir),
         checkpoint_dir=str(ctx.output_dir / "work" / "checkpoints"),
         init_model_dir=str(upstream.path / "model") if upstream else None,
-        original_context=upstream.config.train.seq_len if upstream else None,
+        original_context=upstream.config.trained_context if upstream else None,
         # the upstream's optimizer/state.pt: its AdamW moments and hand-off LR (train.continue_from_upstream)
         init_optimizer_dir=str(upstream.path) if upstream and config.train.continue_from_upstream else None,
         tracking=TrackingRef(ctx.tracker.tracking_uri, ctx.tracker.run_id),
@@ -47,19 +49,9 @@ def run(ctx: StageContext) -> StageResult:
     if outputs.kept:
         result.report_markdown += "\n\nkept checkpoints: " + ", ".join(
             f"`{k.path}` ({k.tokens_seen:,} tokens)" for k in outputs.kept)
-    _lr_plot(ctx, outputs, JobOutputs.read(upstream.path) if upstream and job.init_optimizer_dir else None)
+    chain = (ChainCurves.read(upstream.path) if upstream else ChainCurves()).then(ctx.name, ctx.fingerprint,
+                                                                                 outputs.loss_history)
+    chain.write(ctx.output_dir)
+    for path in chain.plot(ctx.output_dir, ctx.name):
+        ctx.tracker.log_artifact(path, "plots")
     return result
-
-
-def _lr_plot(ctx: StageContext, outputs: JobOutputs, upstream: JobOutputs | None) -> None:
-    """LR and loss per step, with the upstream stage's curve before this one's when this stage continues it,
-    so the hand-off (no re-warming, decay to zero) is visible in one plot."""
-    from olmo3_core.plots import line_plot
-
-    series, offset = {}, 0
-    if upstream is not None and upstream.loss_history and upstream.loss_history[0].lr is not None:
-        series[init_from(ctx.kind)] = ([p.step for p in upstream.loss_history], [p.lr for p in upstream.loss_history])
-        offset = upstream.loss_history[-1].step
-    series[ctx.kind] = ([offset + p.step for p in outputs.loss_history], [p.lr for p in outputs.loss_history])
-    path = line_plot(series, ctx.output_dir / "lr_curve.png", f"{ctx.name} learning rate", "step (across stages)", "lr")
-    ctx.tracker.log_artifact(path, "plots")

@@ -1,5 +1,7 @@
+import pytest
+
 from olmo3_core.config.compose import compose_config
-from olmo3_core.config.typed import to_dict
+from olmo3_core.config.typed import ConfigError, to_dict
 from olmo3_core.plan import build_plan
 
 
@@ -64,3 +66,44 @@ def test_checkpoint_eval_plan_pins_the_checkpoint():
                                       "fingerprint": sft.fingerprint})
     assert list(plan.stages) == ["instruct/sft", "instruct/sft/eval"]
     assert plan.stages["instruct/sft/eval"].config.template == "instruct"
+
+
+def test_two_ingredients_fan_out_into_parallel_midtrain_runs_that_a_soup_joins():
+    plan = _plan("midtrain.ingredients=[1,2]")
+    names = list(plan.stages)
+    assert names[:6] == ["data", "pretrain", "midtrain/seed1", "midtrain/seed2", "soup", "longmino"]
+    assert plan.stages["midtrain/seed1"].parents == plan.stages["midtrain/seed2"].parents == ("data", "pretrain")
+    assert [plan.stages[f"midtrain/seed{s}"].config.train.seed for s in (1, 2)] == [1, 2]  # the data-order seed
+    assert plan.stages["soup"].kind == "soup" and plan.stages["soup"].parents == ("midtrain/seed1", "midtrain/seed2")
+    assert plan.stages["longmino"].parents == ("data", "soup")
+    # selecting longmino pulls in the soup and both ingredients; selecting midtrain, the ingredients only
+    assert set(build_plan(compose_config(["preset=micro", "midtrain.ingredients=[1,2]", "stages=[longmino]"])).stages) == \
+        {"data", "pretrain", "midtrain/seed1", "midtrain/seed2", "soup", "longmino"}
+    assert set(build_plan(compose_config(["preset=micro", "midtrain.ingredients=[1,2]", "stages=[midtrain]"])).stages) == \
+        {"data", "pretrain", "midtrain/seed1", "midtrain/seed2"}
+
+
+def test_one_ingredient_is_todays_single_midtrain_and_shares_its_artifact_with_the_souped_graph():
+    single, souped = _plan("midtrain.ingredients=[1]"), _plan("midtrain.ingredients=[1,2]")
+    assert list(_plan().stages)[:4] == ["data", "pretrain", "midtrain", "longmino"] and "soup" not in _plan().stages
+    assert single.stages["longmino"].parents == ("data", "midtrain")
+    # the same run under either name: adding a second ingredient reuses the first one's cached artifact
+    assert single.stages["midtrain"].fingerprint == souped.stages["midtrain/seed1"].fingerprint
+
+
+def test_souped_midtrain_is_what_compare_base_stages_and_delta_pairs_mean_by_midtrain():
+    plan = _plan("midtrain.ingredients=[0,1]", "eval.compare_base_stages=[midtrain]",
+                 "posttrain.instruct.dpo.pairs=delta", "posttrain.instruct.dpo.delta.rejected_from=midtrain")
+    assert plan.stages["base/eval"].parents == ("soup", "longmino")
+    assert plan.stages["instruct/dpo_pairs"].parents == ("instruct/sft", "soup")
+
+
+def test_soup_weights_change_the_soup_and_everything_after_it_not_the_ingredients():
+    before, after = _plan("midtrain.ingredients=[0,1]"), _plan("midtrain.ingredients=[0,1]", "midtrain.soup.weights=[1,3]")
+    changed = {n for n in before.stages if before.stages[n].fingerprint != after.stages[n].fingerprint}
+    assert "soup" in changed and "longmino" in changed and not changed & {"midtrain/seed0", "midtrain/seed1", "pretrain"}
+
+
+def test_an_unknown_heldout_set_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="midtrain.soup.heldout_set"):
+        _plan("midtrain.ingredients=[0,1]", "midtrain.soup.heldout_set=nope")

@@ -37,6 +37,14 @@ def test_presets_compose_to_consistent_sizes():
         ("data.dedup.bands=64", "data.dedup.bands"),
         ("data.tokenizer.vocab_size=100", "data.tokenizer.vocab_size"),
         ("posttrain.instruct.sft.warmup_ratio=1.5", "posttrain.instruct.sft.warmup_ratio"),
+        # souped midtraining: seeds are midtrain's alone, each at most once, and the weights match them
+        ("midtrain.ingredients=[]", "midtrain.ingredients"),
+        ("midtrain.ingredients=[3,3]", "midtrain.ingredients"),
+        ("+pretrain.ingredients=[0,1]", "pretrain.ingredients"),
+        ("+longmino.ingredients=[0,1]", "longmino.ingredients"),
+        ("midtrain.seed=5", "midtrain.ingredients"),
+        ("midtrain.soup.weights=[1,2,3]", "midtrain.soup.weights"),
+        ("midtrain.soup.weights=[-1,2]", "midtrain.soup.weights"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, key):

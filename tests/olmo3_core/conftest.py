@@ -1,4 +1,4 @@
-"""A tiny random model with the flow's chat tokens, saved like a model artifact, for post-training tests."""
+"""A tiny random model with the flow's chat tokens, saved like a model artifact, for post-training and soup tests."""
 from __future__ import annotations
 
 import pytest
