@@ -1,6 +1,7 @@
 """`olmo3-flow`: the user entry point.
 
     olmo3-flow run [--dry-run] [--verify fast|full] [hydra overrides...]
+    olmo3-flow eval-checkpoint <artifact uri | artifact uri/checkpoints/step<N>> [overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
     olmo3-flow trace-output "<text>" (--model <export dir> | --data <data artifact dir>) [--json]
@@ -150,6 +151,35 @@ def _run(overrides: list[str]) -> int:
     return 0
 
 
+def _eval_checkpoint(target: str, overrides: list[str]) -> int:
+    """Evaluate one model artifact, or a kept checkpoint `<artifact uri>/checkpoints/step<N>`, with the
+    eval config of `overrides`; what cannot be evaluated is refused before compute (exit 2)."""
+    from olmo3_core.artifacts import InvalidManifest
+    from olmo3_core.checkpoints import resolve
+    from olmo3_core.config.typed import ConfigError
+    from olmo3_core.kinds import MODEL_KINDS
+    from olmo3_core.lineage import LineageError
+    from olmo3_core.runner import make_store
+
+    cfg = _compose(overrides)
+    try:
+        manifest = resolve(make_store(cfg.storage), target, cfg.storage.storage_options)
+        if manifest["kind"] not in MODEL_KINDS:
+            raise ConfigError(f"{target} is a {manifest['kind']} artifact, not a model (one of {', '.join(MODEL_KINDS)})")
+    except (ConfigError, LineageError, InvalidManifest) as exc:
+        print(f"eval-checkpoint: {exc}", file=sys.stderr)
+        return 2
+    from olmo3_flows.model_flow import eval_checkpoint_flow
+
+    _set_up_stores(cfg)
+    uris = eval_checkpoint_flow(target, overrides=overrides)
+    evaluated = next(name for name in uris if name.endswith("/eval"))
+    step = manifest.get("checkpoint", {}).get("step")
+    print(f"evaluated {manifest['stage']}{f' checkpoint step{step}' if step is not None else ''} "
+          f"({manifest['uri']}): {uris[evaluated]}/results.json")
+    return 0
+
+
 def _set_up_stores(cfg) -> None:
     """Create the MLflow schema and experiment and start Prefect's temporary server (which migrates its
     database) under the home's setup lock: two runs starting at once on a fresh home would otherwise
@@ -293,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--verify", choices=("fast", "full"),
                      help="how cached artifacts are checked before reuse (orchestration.verify; full re-hashes every file)")
     run.add_argument("overrides", nargs="*")
+    ev = sub.add_parser("eval-checkpoint", help="evaluate one model artifact, or a kept checkpoint "
+                                               "<artifact uri>/checkpoints/step<N>, with the flow's eval config")
+    ev.add_argument("target")
+    ev.add_argument("overrides", nargs="*")
     lin = sub.add_parser("lineage", help="show where an artifact or exported model came from")
     lin.add_argument("target")
     lin.add_argument("--json", action="store_true")
@@ -323,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_secret_overrides(args.overrides)
         overrides = args.overrides + ([f"orchestration.verify={args.verify}"] if args.verify else [])
         return _dry_run(overrides) if args.dry_run else _run(overrides)
+    if args.command == "eval-checkpoint":
+        _refuse_secret_overrides(args.overrides)
+        return _eval_checkpoint(args.target, args.overrides)
     if args.command == "lineage":
         return _lineage(args.target, args.json, args.overrides + extra)
     if args.command == "stack":

@@ -17,9 +17,9 @@ from prefect.runtime import flow_run
 
 from olmo3_core.config.compose import compose_config
 from olmo3_core.launch import terminate_running_jobs
-from olmo3_core.lineage import read_manifest
+from olmo3_core.checkpoints import resolve
 from olmo3_core.plan import checkpoint_eval_plan
-from olmo3_core.runner import Session, close_session, open_session
+from olmo3_core.runner import Session, close_session, make_store, open_session
 from olmo3_tasks.stage import run_stage
 
 logging.getLogger("olmo3_core").setLevel(logging.INFO)  # library logs reach the Prefect run logs
@@ -102,8 +102,9 @@ def model_flow(overrides: list[str] | None = None) -> dict[str, str]:
 
 @flow(name="eval-checkpoint", log_prints=True)
 def eval_checkpoint_flow(artifact_uri: str, overrides: list[str] | None = None) -> dict[str, str]:
-    """Evaluate any model artifact (pretrain ... rlvr) with the eval config of `overrides`."""
+    """Evaluate any model artifact (pretrain ... rlvr), or a kept checkpoint of a base-training artifact
+    (`<artifact uri>/checkpoints/step<N>`), with the eval config of `overrides`."""
     overrides = list(overrides or [])
     cfg = compose_config(overrides)
-    plan = checkpoint_eval_plan(cfg, read_manifest(artifact_uri, cfg.storage.storage_options))
+    plan = checkpoint_eval_plan(cfg, resolve(make_store(cfg.storage), artifact_uri, cfg.storage.storage_options))
     return run_session(_open(cfg, overrides, plan))

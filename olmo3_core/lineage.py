@@ -76,6 +76,8 @@ def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "prefect_flow_run_id": m.get("prefect_flow_run_id"),
             "upstream": [u["stage"] for u in m.get("upstream", [])],
             "raw_inputs": m.get("raw_inputs", []),
+            # a kept checkpoint of a base-training artifact (its only upstream): step, tokens seen, path
+            "checkpoint": m.get("checkpoint"),
         }
         for m in chain
     ]
@@ -84,7 +86,10 @@ def summarize(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_text(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
-        lines.append(f"{row['stage']:<18} {row['fingerprint'][:12]}  mlflow run {row['mlflow_run_id'] or '-'}")
+        stage = row["stage"] + (f"@step{row['checkpoint']['step']}" if row.get("checkpoint") else "")
+        lines.append(f"{stage:<18} {row['fingerprint'][:12]}  mlflow run {row['mlflow_run_id'] or '-'}")
+        if row.get("checkpoint"):
+            lines.append(f"{'':<18} kept checkpoint {row['checkpoint']['path']} ({row['checkpoint']['tokens_seen']:,} tokens seen)")
         lines.append(f"{'':<18} {row['uri']}")
         if row["upstream"]:
             lines.append(f"{'':<18} <- {', '.join(row['upstream'])}")

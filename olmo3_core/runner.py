@@ -63,16 +63,28 @@ class Session:
 
 
 def forked_artifact(cfg: FlowConfig, store: ArtifactStore, uri: str) -> dict[str, Any]:
-    """The manifest of an artifact to continue from; it must be complete and in this flow's store."""
-    manifest = read_manifest(uri, cfg.storage.storage_options)
+    """The manifest of an artifact to continue from; it must be complete and in this flow's store.
+
+    `<artifact uri>/checkpoints/step{N}` names a kept checkpoint of a base-training artifact: it resolves
+    to a derived artifact in the store (`olmo3_core.checkpoints`)."""
+    from olmo3_core.checkpoints import resolve
+
+    manifest = resolve(store, uri, cfg.storage.storage_options)
     if store.load_manifest(manifest["kind"], manifest["fingerprint"]) is None:
         raise ConfigError(f"fork_from={uri} is not a complete artifact under storage.root={store.root}")
     return manifest
 
 
 def plan_for(cfg: FlowConfig, store: ArtifactStore) -> Plan:
-    """The config's plan, continuing from `fork_from` when it names an artifact."""
-    return build_plan(cfg, forked_artifact(cfg, store, cfg.fork_from) if cfg.fork_from else None)
+    """The config's plan, continuing from `fork_from` when it names an artifact (or a kept checkpoint)."""
+    if not cfg.fork_from:
+        return build_plan(cfg)
+    from olmo3_core.checkpoints import check_fork
+
+    manifest = forked_artifact(cfg, store, cfg.fork_from)
+    plan = build_plan(cfg, manifest)
+    check_fork(manifest, plan, cfg.fork_from)
+    return plan
 
 
 class ResourceError(RuntimeError):

@@ -268,6 +268,16 @@ class EvalSamplingConfig:
 
 
 @dataclass
+class CheckpointCurveConfig:
+    """The base eval's curves over training: every kept checkpoint (`train.keep_every`) of each base-training
+    stage behind its models, plus each stage's final model, scored on one pass/fail set."""
+
+    enabled: bool = True
+    metric_set: str = "procedural_math"  # a math or code eval set: greedy accuracy and bits-per-byte per checkpoint
+    items: Optional[int] = None  # items of metric_set per point; null: eval.sets.<metric_set> (final models' numbers reused)
+
+
+@dataclass
 class EvalConfig:
     sets: Dict[str, int] = field(default_factory=lambda: {"procedural_math": 100})  # eval set -> size (items)
     seed: int = 1234
@@ -284,6 +294,7 @@ class EvalConfig:
     # eval sets also scored through EleutherAI's lm-evaluation-harness (the `lmeval` extra), on the same
     # items and prompts; reported as `lm_eval/<set>` beside the stage's own numbers
     lm_eval_sets: List[str] = field(default_factory=list)
+    checkpoint_curve: CheckpointCurveConfig = field(default_factory=CheckpointCurveConfig)
 
 
 @dataclass

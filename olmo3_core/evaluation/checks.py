@@ -25,6 +25,17 @@ def check_eval_config(cfg: EvalConfig, max_positions: int | None = None) -> None
                               f"not the needle set (built per tokenizer at eval time)")
     if cfg.lm_eval_sets and importlib.util.find_spec("lm_eval") is None:
         raise ConfigError("eval.lm_eval_sets needs lm-eval installed: pip install -e '.[lmeval]'")
+    curve = cfg.checkpoint_curve
+    if curve.enabled:
+        key = "eval.checkpoint_curve"
+        if curve.metric_set not in EVAL_SETS or EVAL_SETS[curve.metric_set].scorer not in ("math", "code"):
+            pass_fail = sorted(n for n, s in EVAL_SETS.items() if s.scorer in ("math", "code"))
+            raise ConfigError(f"{key}.metric_set: {curve.metric_set!r} is not a pass/fail eval set; choose from {pass_fail}")
+        if curve.items is None and cfg.sets.get(curve.metric_set, 0) <= 0:
+            raise ConfigError(f"{key}.items is null (use eval.sets.{curve.metric_set}) but eval.sets.{curve.metric_set} "
+                              f"is not evaluated: set {key}.items")
+        if curve.items is not None and curve.items <= 0:
+            raise ConfigError(f"{key}.items must be > 0 (or null), got {curve.items}")
     s = cfg.sampling
     for k in s.k:
         if s.samples and not 1 <= k <= s.samples:

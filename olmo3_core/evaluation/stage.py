@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo3_core.config.schema import EvalConfig, EvalStageConfig
+from olmo3_core.evaluation import curves
 from olmo3_core.evaluation.checks import check_eval_config
 from olmo3_core.evaluation.generate import Generator, Sampling
 from olmo3_core.evaluation.prompts import chat_prompt, format_prompts
@@ -162,10 +163,12 @@ def run(ctx: StageContext) -> StageResult:
     check_eval_config(cfg)
     sets, skipped = load_sets(cfg)
     models = [k for k in MODEL_KINDS if ctx.inputs_of(k)]
-    results = {}
+    results, by_fingerprint = {}, {}
     for i, kind in enumerate(models):
         ctx.progress(i, len(models), f"evaluating {kind}")
-        results[kind] = evaluate_model(ctx.input(kind).path / "model", template, cfg, sets)
+        results[kind] = by_fingerprint[ctx.input(kind).fingerprint] = evaluate_model(ctx.input(kind).path / "model",
+                                                                                     template, cfg, sets)
+    curve_md = _checkpoint_curve(ctx, cfg, sets, by_fingerprint) if cfg.checkpoint_curve.enabled and template is None else ""
     ctx.progress(len(models), len(models), "done")
     base = read_results(ctx.input("eval").path / "results.json") if ctx.inputs_of("eval") else {}
     write_results(ctx.output_dir / "results.json", results, skipped)
@@ -174,7 +177,23 @@ def run(ctx: StageContext) -> StageResult:
     plotted = {("base" if kind == BASE_MODEL else kind): per[first].metrics[primary].value
                for kind, per in {**base, **results}.items() if first in per and primary in per[first].metrics}
     ctx.tracker.log_artifact(bar_plot(plotted, ctx.output_dir / "accuracy.png", f"{first} {primary}", primary), "plots")
-    return StageResult(metrics=metrics_of(results), report_markdown=report(ctx.name, results, base, skipped))
+    return StageResult(metrics=metrics_of(results), report_markdown=report(ctx.name, results, base, skipped) + curve_md)
+
+
+def _checkpoint_curve(ctx: StageContext, cfg: EvalConfig, sets: dict[str, list],
+                      evaluated: dict[str, dict[str, SetResult]]) -> str:
+    """The curve over training of the base-training models among the inputs (see `curves`): logged to
+    MLflow by global step, written to the artifact; returns its report table ("" when there is none)."""
+    stages = curves.base_stages([a for a in ctx.inputs.values() if a.kind in BASE_TRAINING],
+                                ctx.execution.storage_options)
+    if not stages:
+        return ""
+    points = curves.checkpoint_curve(stages, cfg, sets, evaluated,
+                                     lambda model_dir, light, rows: evaluate_model(model_dir, None, light, rows),
+                                     lambda desc: log.info("%s: %s", ctx.name, desc))
+    for plot in curves.log_curve(points, cfg.checkpoint_curve.metric_set, ctx.tracker, ctx.output_dir):
+        ctx.tracker.log_artifact(plot, "plots")
+    return "\n" + curves.curve_report(points, cfg.checkpoint_curve.metric_set)
 
 
 def report(name: str, results: dict[str, dict[str, SetResult]], base: dict[str, dict[str, SetResult]],
