@@ -1,8 +1,8 @@
 """Checkpoint curves: how the base model improved over training, stage after stage.
 
 The base eval (every eval stage with base-training models among its inputs) follows each such model back
-through the base-training stages it continued (pretrain -> midtrain -> longmino, by the upstream links of
-the manifests, which its own fingerprint already covers) and scores every kept checkpoint
+through the base-training stages it continued (pretrain -> midtrain (each ingredient of a soup) -> longmino,
+by the upstream links of the manifests, which its own fingerprint already covers) and scores every kept checkpoint
 (`train.keep_every`) of each, plus each stage's final model, on `eval.checkpoint_curve.metric_set`:
 greedy accuracy (Wilson interval) and bits-per-byte of the reference (bootstrap interval), each with its
 item count. A final model the eval has just scored on the same items is not scored again: its numbers
@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 from olmo3_core.config.schema import EvalConfig
 from olmo3_core.evaluation.results import SetResult
 from olmo3_core.evaluation.stats import Estimate
-from olmo3_core.kinds import BASE_TRAINING, init_from
+from olmo3_core.kinds import BASE_TRAINING, SOUP
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_curve"
@@ -88,11 +88,11 @@ def base_stages(inputs: Iterable[Any], storage_options: dict[str, Any]) -> list[
             return None
         if manifest["fingerprint"] in found:
             return found[manifest["fingerprint"]]
+        # every ingredient of a soup is a curve of its own; they share one schedule (the soup refuses
+        # ingredients whose steps differ), so any of them gives the offsets of what follows
         before = None
-        upstream_kind = init_from(manifest["kind"])
-        for up in manifest.get("upstream", []):
-            if up["kind"] == upstream_kind:
-                before = visit(read_manifest(up["uri"], storage_options), None)
+        for previous in _continued(manifest):
+            before = visit(previous, None) or before
         path = path or _local_copy(manifest, storage_options)
         outputs = _job_outputs(path)
         stage = StageModels(manifest, path,
@@ -102,6 +102,14 @@ def base_stages(inputs: Iterable[Any], storage_options: dict[str, Any]) -> list[
                             sorted(outputs.get("kept", []), key=lambda k: k["step"]))
         found[manifest["fingerprint"]] = stage
         return stage
+
+    def _continued(manifest: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        """The manifests of the base-training stages `manifest` continued from (through a soup: its ingredients)."""
+        for up in manifest.get("upstream", []):
+            if up["kind"] == SOUP:
+                yield from _continued(read_manifest(up["uri"], storage_options))
+            elif up["kind"] in BASE_TRAINING:
+                yield read_manifest(up["uri"], storage_options)
 
     for art in inputs:
         visit(art.manifest, art.path)
