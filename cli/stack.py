@@ -27,6 +27,7 @@ from typing import Callable
 import psutil
 
 from olmo3_core.home import configure_environment, project_home
+from olmo3_core.procs import stop_processes
 
 HOST = "127.0.0.1"
 POOL = "olmo3-process"
@@ -281,24 +282,13 @@ def _terminate(procs: list[psutil.Process], grace_s: float = 15) -> None:
     """SIGTERM once (by process group where we can, Prefect escalates a second signal to SIGKILL),
     SIGKILL what is left after `grace_s`, and reap them all."""
     groups = {_group(p) for p in procs} - {None, os.getpgid(0)}
+    signalled = frozenset(p.pid for p in procs if _group(p) in groups)
     for group in groups:
         try:
             os.killpg(group, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-    for proc in procs:
-        if _group(proc) not in groups:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    stop_processes(procs, grace_s, signalled)
 
 
 def _stop(service: Service) -> bool:

@@ -150,18 +150,20 @@ def marked_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-def stop_processes(procs: list[psutil.Process], grace_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL whatever is still alive after `grace_s`."""
+def stop_processes(procs: list[psutil.Process], grace_s: float = 5.0, signalled: frozenset[int] = frozenset()) -> None:
+    """SIGTERM (except to the pids in `signalled`, which the caller already sent one), then SIGKILL whatever
+    is still alive after `grace_s`, and reap them."""
     for proc in procs:
         try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
+            if proc.pid not in signalled:
+                proc.terminate()
+        except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
         try:
             proc.kill()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=grace_s)
 

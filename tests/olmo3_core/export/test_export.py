@@ -1,30 +1,18 @@
 """The export stage on a small random model: a directory a user can load, chat with, and trace."""
 import json
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from olmo3_core.chat import EOS_TOKEN, IM_END, PAD_TOKEN, SPECIAL_TOKENS, template_digest
-from olmo3_core.config.schema import ExportStageConfig, ModelConfig, TrainStageConfig
+from olmo3_core.chat import EOS_TOKEN, IM_END, template_digest
+from olmo3_core.config.schema import ExportStageConfig, TrainStageConfig
 from olmo3_core.export.stage import run
-from olmo3_core.model import build_model, olmo3_config
 from olmo3_core.stages import InputArtifact, StageContext
+from tests.tiny_model import save_tiny_model
 
 
 def _model_artifact(root, yarn_factor: float = 0.0, original_context: int | None = None):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(["What is 2 + 3? The answer is 5."] * 20,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL_TOKENS,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
-    model_cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                            vocab_size=320, max_position_embeddings=128, sliding_window=16, full_attention_every=2)
-    model = build_model(olmo3_config(model_cfg, yarn_factor, original_context,
-                                     special_ids={"pad": fast.pad_token_id, "eos": fast.eos_token_id}))
-    model.save_pretrained(root / "model")
-    fast.save_pretrained(root / "model")
+    model_cfg = save_tiny_model(root / "model", ["What is 2 + 3? The answer is 5."], yarn_factor=yarn_factor,
+                                original_context=original_context)
     manifest = {"stage": "instruct/sft", "kind": "sft", "fingerprint": "a" * 64, "uri": str(root), "upstream": [],
                 "mlflow": {"run_id": "run-1"}, "raw_inputs": []}
     return InputArtifact("instruct/sft", "sft", "a" * 64, str(root), root, TrainStageConfig(model=model_cfg), manifest)
