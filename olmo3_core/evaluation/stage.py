@@ -27,7 +27,8 @@ from olmo3_core.evaluation.checks import check_eval_config
 from olmo3_core.evaluation.generate import Generator, Sampling
 from olmo3_core.evaluation.prompts import chat_prompt, format_prompts
 from olmo3_core.evaluation.results import Sample, SetResult, read_results, write_results
-from olmo3_core.evaluation.stats import Estimate, bits_per_byte, bootstrap_ratio, pass_at_k_estimate, proportion
+from olmo3_core.evaluation.stats import (Estimate, bits_per_byte, bootstrap_ratio, paired_difference, pass_at_k_estimate,
+                                         proportion)
 from olmo3_core.kinds import BASE_TRAINING, MODEL_KINDS
 from olmo3_core.plots import bar_plot
 from olmo3_core.problems import needle
@@ -177,7 +178,11 @@ def run(ctx: StageContext) -> StageResult:
     plotted = {("base" if kind == BASE_MODEL else kind): per[first].metrics[primary].value
                for kind, per in {**base, **results}.items() if first in per and primary in per[first].metrics}
     ctx.tracker.log_artifact(bar_plot(plotted, ctx.output_dir / "accuracy.png", f"{first} {primary}", primary), "plots")
-    return StageResult(metrics=metrics_of(results), report_markdown=report(ctx.name, results, base, skipped) + curve_md)
+    effects = step_effects(results, base, cfg.bootstrap_seed)
+    metrics = metrics_of(results)
+    for (kind, set_name, metric), (_, diff) in effects.items():
+        metrics.update(diff.metrics(f"{kind}/{set_name}/{metric}_vs_previous"))
+    return StageResult(metrics=metrics, report_markdown=report(ctx.name, results, base, skipped, effects) + curve_md)
 
 
 def _checkpoint_curve(ctx: StageContext, cfg: EvalConfig, sets: dict[str, list],
@@ -196,16 +201,60 @@ def _checkpoint_curve(ctx: StageContext, cfg: EvalConfig, sets: dict[str, list],
     return "\n" + curves.curve_report(points, cfg.checkpoint_curve.metric_set)
 
 
+def previous_models(results: dict[str, dict[str, SetResult]], base: dict[str, dict[str, SetResult]]
+                    ) -> dict[str, tuple[str, dict[str, SetResult]]]:
+    """What each evaluated model continued from, as (label, its results): the model before it in the
+    line, and for a line's first step the base model (from the base eval). Every eval of one flow scores
+    the same items (one eval config, one seed), so the two can be compared item by item."""
+    out, before = {}, (f"{BASE_MODEL} (base)", base[BASE_MODEL]) if BASE_MODEL in base else None
+    for kind, per in results.items():
+        if before is not None:
+            out[kind] = before
+        before = (kind, per)
+    return out
+
+
+def step_effects(results: dict[str, dict[str, SetResult]], base: dict[str, dict[str, SetResult]], seed: int
+                 ) -> dict[tuple[str, str, str], tuple[str, Estimate]]:
+    """(model, set, metric) -> (the model it continued from, paired difference model - that one), for every
+    metric with per-item scores on both sides."""
+    out = {}
+    for kind, (label, prev) in previous_models(results, base).items():
+        for set_name, r in results[kind].items():
+            for metric, est in r.metrics.items():
+                ref = prev.get(set_name)
+                diff = paired_difference(est, ref.metrics[metric], seed) if ref and metric in ref.metrics else None
+                if diff is not None:
+                    out[(kind, set_name, metric)] = (label, diff)
+    return out
+
+
+def _signed(est: Estimate) -> str:
+    return f"{est.value:+.3f} [{est.ci_low:+.3f}, {est.ci_high:+.3f}] ({est.n})"
+
+
 def report(name: str, results: dict[str, dict[str, SetResult]], base: dict[str, dict[str, SetResult]],
-           skipped: list[str]) -> str:
+           skipped: list[str], effects: dict[tuple[str, str, str], tuple[str, Estimate]]) -> str:
     lines = [f"### {name}", "", "Value [95% interval] (items): Wilson for accuracies, bootstrap over items for "
-             "pass@k, instruction accuracy and bits-per-byte (lower is better).", "",
-             "| model | eval set | metric | value [95% CI] (n) | Δ vs base |", "|---|---|---|---|---|"]
+             "pass@k, instruction accuracy and bits-per-byte (lower is better). Δ vs previous: the change from the "
+             "model it continued from on the same items, with a paired-bootstrap 95% interval.", ""]
+    headline = [(k, e) for k, e in effects.items() if k[2] == next(iter(results[k[0]][k[1]].metrics))]
+    if headline:  # each step's effect on each set's primary metric, said in words
+        lines += ["**Effect of each step** (primary metric of each set; an effect only where the interval of the "
+                  "difference excludes 0):", ""]
+        for (kind, set_name, metric), (label, diff) in headline:
+            verdict = ("an effect" if diff.ci_low > 0 or diff.ci_high < 0 else "no effect distinguishable from noise")
+            lines.append(f"- {kind} vs {label}, {set_name} {metric}: {_signed(diff)}: {verdict}")
+        lines.append("")
+    lines += ["| model | eval set | metric | value [95% CI] (n) | Δ vs base | Δ vs previous [95% CI] |",
+              "|---|---|---|---|---|---|"]
     for kind, per in results.items():
         for set_name, r in per.items():
             for metric, est in r.metrics.items():
                 ref = base.get(BASE_MODEL, {}).get(set_name)
                 delta = f"{est.value - ref.metrics[metric].value:+.3f}" if ref and metric in ref.metrics else "-"
-                lines.append(f"| {kind} | {set_name} | {metric} | {est.format()} | {delta} |")
+                step = effects.get((kind, set_name, metric))
+                lines.append(f"| {kind} | {set_name} | {metric} | {est.format()} | {delta} | "
+                             f"{f'{_signed(step[1])} vs {step[0]}' if step else '-'} |")
     lines += [f"\nSkipped: {s}" for s in skipped]
     return "\n".join(lines) + "\n"

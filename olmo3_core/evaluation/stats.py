@@ -5,11 +5,14 @@
 - Means and ratios of sums (pass@k over items, bits-per-byte, instruction-level accuracy whose
   instructions cluster within prompts): percentile bootstrap over *items*, so correlated parts of an
   item are resampled together.
+- Differences between two models on the same items (what a post-training step changed): the mean
+  per-item difference with a *paired* bootstrap interval.
 - pass@k: the unbiased estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k), computed as a
   product so it neither overflows nor loses precision for large n.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +31,13 @@ class Estimate:
     ci_low: float
     ci_high: float
     n: int
-    method: str  # "wilson" | "bootstrap" (how the interval was made)
+    method: str  # "wilson" | "bootstrap" | "paired_bootstrap" (how the interval was made)
+    # The per-item scores whose mean `value` is (empty for a ratio of sums, e.g. bits-per-byte): what a paired
+    # comparison of two models on the same items resamples (`paired_difference`).
+    items: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "items", tuple(self.items))  # a list when read back from JSON
 
     def format(self, digits: int = 3) -> str:
         return f"{self.value:.{digits}f} [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}] ({self.n})"
@@ -58,7 +67,7 @@ def proportion(outcomes: Sequence[bool | int | float]) -> Estimate:
         raise ValueError("proportion() takes pass/fail outcomes (0 or 1); use bootstrap_mean for partial scores")
     successes = int(sum(values))
     low, high = wilson_interval(successes, len(values))
-    return Estimate(successes / len(values), low, high, len(values), "wilson")
+    return Estimate(successes / len(values), low, high, len(values), "wilson", tuple(values))
 
 
 def _percentile_interval(stats: np.ndarray) -> tuple[float, float]:
@@ -84,7 +93,21 @@ def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], 
 
 def bootstrap_mean(values: Sequence[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> Estimate:
     """Mean over items with a percentile-bootstrap interval."""
-    return bootstrap_ratio(values, [1.0] * len(values), seed=seed, resamples=resamples)
+    est = bootstrap_ratio(values, [1.0] * len(values), seed=seed, resamples=resamples)
+    return dataclasses.replace(est, items=tuple(float(v) for v in values))
+
+
+def paired_difference(after: Estimate, before: Estimate, seed: int = 0,
+                      resamples: int = BOOTSTRAP_RESAMPLES) -> Estimate | None:
+    """`after - before` for two models scored on the same items, in the same order: the mean per-item
+    difference with a paired percentile-bootstrap interval (an item is resampled for both models at once,
+    so how hard the items are cancels out, and the interval is much tighter than two separate intervals
+    suggest). None when either figure has no per-item scores or they rest on different item counts."""
+    if not after.items or len(after.items) != len(before.items):
+        return None
+    diff = np.asarray(after.items, dtype=np.float64) - np.asarray(before.items, dtype=np.float64)
+    est = bootstrap_ratio(diff, np.ones_like(diff), seed=seed, resamples=resamples)
+    return dataclasses.replace(est, method="paired_bootstrap")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -12,7 +12,7 @@ from olmo3_core.config.schema import EvalConfig, EvalSamplingConfig, EvalStageCo
 from olmo3_core.config.typed import ConfigError, to_dict
 from olmo3_core.evaluation import stage
 from olmo3_core.evaluation.generate import continuation_nll
-from olmo3_core.evaluation.stats import Estimate, bits_per_byte
+from olmo3_core.evaluation.stats import bits_per_byte, proportion
 from olmo3_core.problems import needle
 from olmo3_core.problems.evalsets import EVAL_SETS, eval_questions, load_eval_set
 from olmo3_core.problems.verifiers.ifeval import verify_instruction
@@ -135,9 +135,16 @@ def test_evaluate_model_scores_every_suite(monkeypatch):
     assert set(nd) == {"accuracy_len100", "accuracy_len400"}  # needle has no reference text: no bits-per-byte
     assert nd["accuracy_len100"].value == 1.0 and nd["accuracy_len400"].value == 0.0 and nd["accuracy_len400"].n == 4
 
-    base = {stage.BASE_MODEL: {"procedural_math": stage.SetResult({"accuracy": Estimate(0.25, 0.1, 0.5, 6, "wilson")}, "x")}}
-    text = stage.report("instruct/eval", {"sft": results}, base, skipped)
-    assert f"| sft | procedural_math | accuracy | {math_r['accuracy'].format()} | +0.750 |" in text
+    before = proportion([1, 0, 0, 1, 0, 0])  # the base model, on the same 6 items
+    base = {stage.BASE_MODEL: {"procedural_math": stage.SetResult({"accuracy": before}, "x")}}
+    effects = stage.step_effects({"sft": results}, base, seed=0)
+    label, diff = effects[("sft", "procedural_math", "accuracy")]
+    assert label == f"{stage.BASE_MODEL} (base)" and diff.value == pytest.approx(4 / 6) and diff.n == 6
+    assert ("sft", "procedural_math", "bits_per_byte") not in effects  # a ratio of sums: no per-item scores
+    text = stage.report("instruct/eval", {"sft": results}, base, skipped, effects)
+    assert (f"| sft | procedural_math | accuracy | {math_r['accuracy'].format()} | +0.667 | "
+            f"+0.667 [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}] (6) vs {label} |") in text
+    assert f"- sft vs {label}, procedural_math accuracy: +0.667 [" in text
     assert "| sft | needle | accuracy_len400 | 0.000 [0.000, " in text
     metrics = stage.metrics_of({"sft": results})
     assert metrics["sft/ifeval/prompt_accuracy_n"] == 5.0

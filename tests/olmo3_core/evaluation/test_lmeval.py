@@ -79,7 +79,7 @@ def test_eval_stage_reports_the_harness_beside_its_own_numbers(tmp_path, monkeyp
         assert theirs["bits_per_byte"].n == ours["bits_per_byte"].n
     assert results["lm_eval/procedural_math"].metrics["exact_match"].value == results["procedural_math"].metrics["accuracy"].value
     assert results["lm_eval/ifeval"].backend.startswith("lm-eval ")
-    text = stage.report("base/eval", {"longmino": results}, {}, [])
+    text = stage.report("base/eval", {"longmino": results}, {}, [], {})
     assert "| longmino | lm_eval/procedural_math | bits_per_byte |" in text
 
 

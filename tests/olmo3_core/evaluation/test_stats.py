@@ -1,10 +1,13 @@
 """The published statistics against values computed by hand (and by exact binomials)."""
+import dataclasses
+import json
 from math import comb
 
+import numpy as np
 import pytest
 
-from olmo3_core.evaluation.stats import (Estimate, bootstrap_mean, bootstrap_ratio, pass_at_k, pass_at_k_estimate,
-                                         proportion, wilson_interval)
+from olmo3_core.evaluation.stats import (Estimate, bits_per_byte, bootstrap_mean, bootstrap_ratio, paired_difference,
+                                         pass_at_k, pass_at_k_estimate, proportion, wilson_interval)
 
 
 @pytest.mark.parametrize("n,c,k,expected", [
@@ -65,3 +68,26 @@ def test_bootstrap_mean_and_ratio():
     assert ratio.value == 2.0 and ratio.ci_low == pytest.approx(2.0) and ratio.ci_high == pytest.approx(2.0)
     est = pass_at_k_estimate([0, 5, 5, 1], n=5, k=1)
     assert isinstance(est, Estimate) and est.value == pytest.approx((0 + 1 + 1 + 0.2) / 4)
+
+
+def test_paired_difference_resamples_items_for_both_models_at_once():
+    rng = np.random.default_rng(0)
+    hard = rng.random(200) < 0.5  # items either model finds hard: shared, so they cancel in a paired comparison
+    before = proportion((~hard & (rng.random(200) < 0.6)).tolist())
+    after_items = [b or (not h and rng.random() < 0.5) for b, h in zip(before.items, hard)]  # only ever gains
+    after = proportion(after_items)
+    diff = paired_difference(after, before, seed=0)
+    assert diff.value == pytest.approx(after.value - before.value) and diff.n == 200 and diff.method == "paired_bootstrap"
+    assert 0 < diff.ci_low < diff.value < diff.ci_high
+    # far tighter than what the two separate intervals allow
+    assert diff.ci_high - diff.ci_low < 0.5 * ((after.ci_high - after.ci_low) + (before.ci_high - before.ci_low))
+    same = paired_difference(before, before)
+    assert (same.value, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_needs_per_item_scores_on_the_same_items():
+    a, b = proportion([1, 0, 1]), proportion([1, 0])
+    assert paired_difference(a, b) is None
+    bpb = bits_per_byte([1.0, 2.0, 3.0], ["ab", "cd", "ef"])
+    assert bpb.items == () and paired_difference(bpb, bpb) is None
+    assert Estimate(**json.loads(json.dumps(dataclasses.asdict(a)))) == a  # items survive results.json
