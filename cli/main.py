@@ -50,24 +50,27 @@ def _training_summary(cfg, plan) -> list[str]:
     from olmo3_core.kinds import BASE_TRAINING
     from olmo3_core.plan import world_size
 
-    # the processes that share a global batch: the hostfile's slots, else nprocs on each of nnodes nodes
-    # (plan.world_size, which the fingerprints use, counts one node only)
-    world = world_size(cfg.launch) * (1 if cfg.launch.hostfile else cfg.launch.nnodes)
+    world = world_size(cfg.launch)  # the processes that share a global batch, over every node
     kinds = {spec.kind for spec in plan.stages.values()}
     lines = []
     for kind in (k for k in BASE_TRAINING if k in kinds):
         t = getattr(cfg, kind)
         batch = t.micro_batch_size * t.grad_accum_steps * world * t.seq_len
-        extra = ""
-        # fields the loop gains in issue 11; shown when this TrainConfig has them
-        for field, label in (("schedule", "schedule"), ("z_loss", "z-loss")):
-            if getattr(t, field, None) is not None:
-                extra += f", {label} {getattr(t, field)}"
+        extra = f", schedule {t.schedule}"
+        if t.steps != t.max_steps:
+            extra += f" laid out over {t.max_steps:,} steps, stopped at {t.steps:,} before it anneals"
+        if t.continue_from_upstream:
+            extra += ", from the upstream's final LR and AdamW state"
+        extra += f", z-loss {t.z_loss:g}"
+        if t.document_masking:
+            extra += ", intra-document attention"
         if t.yarn_factor > 1:
             extra += f", YaRN x{t.yarn_factor:g}"
+        if len(getattr(t, "ingredients", ())) > 1:
+            extra += f", {len(t.ingredients)} ingredients (data-order seeds {', '.join(map(str, t.ingredients))}) souped"
         lines.append(
             f"{kind}: seq_len {t.seq_len}, global batch {batch:,} tokens ({t.micro_batch_size} x {t.grad_accum_steps} accum "
-            f"x {world} procs x {t.seq_len}), {t.max_steps:,} steps = {t.max_steps * batch / 1e9:,.1f}B tokens, "
+            f"x {world} procs x {t.seq_len}), {t.steps:,} steps = {t.steps * batch / 1e9:,.1f}B tokens, "
             f"peak lr {t.lr:.4g}, warmup {t.warmup_steps:,}, min lr {t.min_lr_ratio:g}x, weight decay {t.weight_decay:g}, "
             f"betas ({t.beta1:g}, {t.beta2:g}), grad clip {t.grad_clip:g}, {t.precision}, ZeRO-{t.zero_stage}{extra}")
     return lines

@@ -105,7 +105,9 @@ def test_dry_run_of_the_7b_preset_prints_the_released_hyperparameters(capsys):
     # OLMo-3-1025-7B-pretrain-1.py: 8192 x 512 tokens per step, LR 3e-4, 2000 warmup steps, 5T-token horizon
     assert "seq_len 8192, global batch 4,194,304 tokens" in lines["pretrain"]
     assert "peak lr 0.0003, warmup 2,000" in lines["pretrain"] and "weight decay 0.1" in lines["pretrain"]
-    assert "= 5,000.0B tokens" in lines["pretrain"] and "bf16" in lines["pretrain"]
+    assert "597,046 steps = 2,504.2B tokens" in lines["pretrain"] and "bf16" in lines["pretrain"]  # hard_stop
+    assert "cosine laid out over 1,192,093 steps" in lines["pretrain"]  # the 5T-token horizon
+    assert "2 ingredients (data-order seeds 1337, 1338) souped" in lines["midtrain"]
     # -midtrain.py: 2**21 tokens per step for 100B tokens; -long-context.py: 64 x 65536, YaRN x8
     assert "global batch 2,097,152 tokens" in lines["midtrain"] and "= 100.0B tokens" in lines["midtrain"]
     assert "seq_len 65536, global batch 4,194,304 tokens" in lines["longmino"] and "YaRN x8" in lines["longmino"]
@@ -134,6 +136,6 @@ def test_the_gpu_smoke_preset_is_a_small_model_that_fits_one_gpu(capsys):
 
 def test_dry_run_global_batch_counts_the_processes_of_every_node(capsys):
     assert main(["run", "--dry-run", "model=olmo3_7b", "train=olmo3_7b", "launch.nprocs=4", "launch.nnodes=2",
-                 "launch.master_addr=10.0.0.1", "launch.master_port=29400"]) == 0
+                 "launch.master_addr=10.0.0.1", "launch.master_port=29400", "posttrain.branches=[]"]) == 0
     out = capsys.readouterr().out
     assert "pretrain: seq_len 8192, global batch 4,194,304 tokens (2 x 32 accum x 8 procs x 8192)" in out
