@@ -4,7 +4,7 @@
     olmo3-flow eval-checkpoint <artifact uri | artifact uri/checkpoints/step<N>> [overrides...]
     olmo3-flow lineage <exported model dir | artifact uri | mlflow run id> [--json] [overrides...]
     olmo3-flow trace-tokens <shard.npy> <offset>
-    olmo3-flow trace-output "<text>" (--model <export dir> | --data <data artifact dir>) [--json]
+    olmo3-flow trace-output "<text>" (--model <export dir> | --data <data artifact dir>) [--json] [overrides...]
     olmo3-flow doctor [--dry-run]          (mark runs left RUNNING by a dead process FAILED)
     olmo3-flow serve <export dir | registered model name[@version]> [--host H] [--port P] [--backend auto|vllm|transformers]
     olmo3-flow stack up|down|status        (local Prefect server + worker + MLflow server)
@@ -37,10 +37,10 @@ def _dry_run(overrides: list[str]) -> int:
     if need:
         verdict = "fits" if need.bytes <= have else "does NOT fit: `run` refuses it unless launch.check_memory=false"
         print(f"training memory: {need.describe()}; this machine has {have / 2**30:.1f} GiB {what}: {verdict}")
-    print(f"{'stage':<18} {'kind':<9} {'fingerprint':<14} status")
+    print(f"{'stage':<18} {'kind':<11} {'fingerprint':<14} status")
     for name, spec in plan.stages.items():
         status = "cached" if store.has(spec.kind, spec.fingerprint) else f"to run ({miss_reason(store, plan, name)})"
-        print(f"{name:<18} {spec.kind:<9} {spec.fingerprint[:12]:<14} {status}")
+        print(f"{name:<18} {spec.kind:<11} {spec.fingerprint[:12]:<14} {status}")
     return 0
 
 
@@ -302,17 +302,27 @@ def _trace(shard: str, offset: int) -> int:
     return 0
 
 
-def _trace_output(args) -> int:
+def _trace_output(args, overrides: list[str]) -> int:
+    """Spans of a text found verbatim in a model's (or a data artifact's) training data. The data's index
+    is its trace_index stage artifact in the flow's store (storage/tracking from `overrides`), built
+    through the runner if the store has none."""
     import dataclasses
     from pathlib import Path
 
-    from olmo3_core.evaluation.trace import format_spans, lineage_indexes, open_index, trace
+    from olmo3_core.evaluation.trace import format_spans, trace
+    from olmo3_core.evaluation.trace_output import TraceError, data_index, lineage_indexes
 
-    found = [("data", *open_index(Path(args.data)))] if args.data else lineage_indexes(Path(args.model))
-    for stage, _, built in found:
-        if built:
-            print(f"built the trace index of {stage} in {built:.1f}s", file=sys.stderr)
-    spans = trace([index for _, index, _ in found], args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
+    cfg = _compose(overrides)
+    try:
+        found = [data_index(cfg, Path(args.data))] if args.data else lineage_indexes(cfg, Path(args.model))
+    except TraceError as exc:
+        print(f"trace-output: {exc}", file=sys.stderr)
+        return 2
+    for f in found:
+        if f.built_s:
+            run = f" (MLflow run {f.mlflow_run_id})" if f.mlflow_run_id else ""
+            print(f"built the trace index of {f.stage} in {f.built_s:.1f}s: {f.where}{run}", file=sys.stderr)
+    spans = trace([f.index for f in found], args.text, min_tokens=args.min_tokens, max_spans=args.max_spans)
     print(json.dumps([dataclasses.asdict(s) for s in spans], indent=2) if args.json else format_spans(spans))
     return 0
 
@@ -345,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     out.add_argument("--min-tokens", type=int, default=8, help="shortest span reported, in tokens")
     out.add_argument("--max-spans", type=int, default=10)
     out.add_argument("--json", action="store_true")
+    out.add_argument("overrides", nargs="*", help="config overrides for storage/tracking (e.g. storage.root=s3://...)")
     doctor = sub.add_parser("doctor", help="mark MLflow runs (and their Prefect flow runs) left RUNNING by a dead process FAILED")
     doctor.add_argument("--dry-run", action="store_true", help="only report what would be marked")
     doctor.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project home's SQLite)")
@@ -353,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_arguments(sub.add_parser("serve", help="OpenAI-compatible chat endpoint for an exported model "
                                                  "(vLLM on GPU, transformers otherwise)"))
     stack.add_arguments(sub.add_parser("stack", help="local Prefect server + worker + MLflow server (up|down|status)"))
-    args, extra = parser.parse_known_args(argv)  # lineage overrides may come after --json
-    if extra and args.command != "lineage":
+    args, extra = parser.parse_known_args(argv)  # lineage / trace-output overrides may come after an option
+    if extra and args.command not in ("lineage", "trace-output"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run":
         _refuse_secret_overrides(args.overrides)
@@ -372,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         return _doctor(args.dry_run, args.tracking_uri)
     if args.command == "trace-output":
-        return _trace_output(args)
+        _refuse_secret_overrides(args.overrides + extra)  # a build opens MLflow runs, as `run` does
+        return _trace_output(args, args.overrides + extra)
     return _trace(args.shard, args.offset)
 
 

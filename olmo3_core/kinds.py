@@ -11,7 +11,9 @@ POSTTRAIN_STEPS = ("sft", "dpo", "rlvr")  # a post-training line runs an ordered
 # stages whose artifact holds a model, in pipeline order
 MODEL_KINDS = (*BASE_TRAINING[:2], SOUP, *BASE_TRAINING[2:], *POSTTRAIN_STEPS)
 PAIRS = "dpo_pairs"  # delta-learning preference pairs, generated before the DPO step that reads them
-STAGE_KINDS = ("data", *MODEL_KINDS[:4], POSTTRAIN_STEPS[0], PAIRS, *POSTTRAIN_STEPS[1:], "eval", "export")
+# the suffix-array index of the data artifact's token shards, for `olmo3-flow trace-output`; nobody's parent
+TRACE_INDEX = "trace_index"
+STAGE_KINDS = ("data", TRACE_INDEX, *MODEL_KINDS[:4], POSTTRAIN_STEPS[0], PAIRS, *POSTTRAIN_STEPS[1:], "eval", "export")
 BRANCHES = ("instruct", "think", "rl_zero")
 
 

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from olmo3_core.config.schema import (EvalStageConfig, ExportStageConfig, FlowConfig, LaunchConfig, PairsStageConfig,
-                                      PosttrainStageConfig, SoupStageConfig, TrainStageConfig)
+                                      PosttrainStageConfig, SoupStageConfig, TraceIndexStageConfig, TrainStageConfig)
 from olmo3_core.config.typed import ConfigError, from_dict, to_dict
 from olmo3_core.data import stage as data_stage
 from olmo3_core.data.config import DataConfig
 from olmo3_core.evaluation import stage as eval_stage
+from olmo3_core.evaluation import trace as trace_stage
 from olmo3_core.export import stage as export_stage
 from olmo3_core.inputs import FileIdentity, identify_all
-from olmo3_core.kinds import BASE_TRAINING, PAIRS, POSTTRAIN_STEPS, SOUP, STAGE_KINDS
+from olmo3_core.kinds import BASE_TRAINING, PAIRS, POSTTRAIN_STEPS, SOUP, STAGE_KINDS, TRACE_INDEX
 from olmo3_core.launch import validate_hostfile
 from olmo3_core.posttrain import pairs as pairs_stage
 from olmo3_core.posttrain import stage as posttrain_stage
@@ -50,6 +51,7 @@ class StageKind:
 
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("data", data_stage.run, DataConfig),
+    StageKind(TRACE_INDEX, trace_stage.run, TraceIndexStageConfig),
     *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING[:2]),
     StageKind(SOUP, soup_stage.run, SoupStageConfig),
     *(StageKind(kind, train_stage.run, TrainStageConfig) for kind in BASE_TRAINING[2:]),
@@ -243,6 +245,8 @@ def build_plan(cfg: FlowConfig, fork_from: dict[str, Any] | None = None) -> Plan
 
 def _graph(cfg: FlowConfig, plan: Plan) -> Plan:
     plan.add("data", "data", "base", cfg.data, (), data_files(cfg.data))
+    if not plan.pinned or "data" in plan.pinned:  # a fork from a later stage does not rebuild data, nor index it
+        _trace_index(plan, "data")
     # base-training kind -> the stages it adds and the one holding its model (midtrain's: its soup, when souped)
     built: dict[str, tuple[tuple[str, ...], str]] = {}
     upstream: str | None = None
@@ -339,6 +343,19 @@ def _check_posttrain_batch(key: str, config: PosttrainStageConfig) -> None:
         if step.batch_size % step.num_generations or (step.filter_zero_variance and per_process % step.num_generations):
             raise ConfigError(f"{key}.batch_size ({step.batch_size}) must hold whole groups of {key}.num_generations "
                               f"({step.num_generations}) on each of the {world} processes")
+
+
+def _trace_index(plan: Plan, data: str) -> str:
+    """The trace_index stage of a data stage: every flow indexes the same way (the config's defaults)."""
+    return plan.add(TRACE_INDEX, TRACE_INDEX, "base", TraceIndexStageConfig(), (data,))
+
+
+def trace_index_plan(data: dict[str, Any]) -> Plan:
+    """Index one existing data artifact (its manifest): the trace_index stage `_graph` adds, over the
+    artifact pinned, so the fingerprint is the one a flow run gives it."""
+    plan = Plan()
+    _trace_index(plan, plan.pin(data))
+    return plan
 
 
 def checkpoint_eval_plan(cfg: FlowConfig, manifest: dict[str, Any]) -> Plan:

@@ -414,6 +414,16 @@ class PairsStageConfig:
 
 
 @dataclass
+class TraceIndexStageConfig:
+    """trace_index: the suffix array over every token shard of its parent data artifact
+    (`olmo3_core.evaluation.trace`). Not part of the flow config: every flow indexes the same way."""
+
+    # suffixes are sorted by their first `max_span` tokens: the longest span `trace-output` reports
+    # (a longer verbatim run is found as its first `max_span` tokens)
+    max_span: int = gt0(1024)
+
+
+@dataclass
 class EvalStageConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     template: Optional[str] = None  # None: a base model, evaluated few-shot

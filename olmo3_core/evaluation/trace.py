@@ -1,35 +1,37 @@
 """Output -> training data: the longest spans of a text that occur verbatim in a data artifact's token shards.
 
 As AI2's OLMoTrace, on a smaller scale: a suffix array over every packed token shard of the data
-artifact (all mixes: pretrain, midtrain, long-context), built once per artifact and cached by its
-fingerprint; and one per post-training stage in a model's lineage (SFT / DPO / RL rows, each message a
-document, rebuilt from the stage's recorded config). A query tokenizes the text with the data
-artifact's tokenizer, finds for every start position the longest run of tokens that occurs in the
-corpus, keeps the maximal ones (not inside a longer span), and maps each occurrence back to its
-document: through the shard index that `trace-tokens` uses (`olmo3_core.data.provenance.trace_token`)
+artifact (all mixes: pretrain, midtrain, long-context), built once per data artifact by the
+`trace_index` stage (`run`, its entry point: a stage artifact like any other, cached by fingerprint,
+with a manifest naming the data artifact upstream). Post-training rows (SFT / DPO / RL, each message a
+document) are indexed the same way by `olmo3_core.evaluation.trace_output`. A query tokenizes the text
+with the data artifact's tokenizer, finds for every start position the longest run of tokens that
+occurs in the corpus, keeps the maximal ones (not inside a longer span), and maps each occurrence back
+to its document: through the shard index that `trace-tokens` uses (`olmo3_core.data.provenance.trace_token`)
 for base-training data, through the index's own document table for post-training rows.
 
-Index layout (`<cache>/trace_index/<artifact fingerprint>-v<N>/`): `corpus.npy` (the token runs,
-separated by SEPARATOR, which is no token id), `sa.npy` (suffix array, int64), `segments.json` (for
-each run: where it came from and its first corpus position).
+Index layout: `corpus.npy` (the token runs, separated by SEPARATOR, which is no token id), `sa.npy`
+(suffix array, int64), `segments.json` (for each run: where it came from, a shard path relative to the
+data artifact, and its first corpus position), `index.json` (max span, tokens, runs).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from olmo3_core.config.schema import TraceIndexStageConfig
+from olmo3_core.stages import StageContext, StageResult
+
 SEPARATOR = np.uint32(2**32 - 1)  # between shards: no span can cross from one shard into the next
-# Suffixes are sorted by their first MAX_SPAN tokens (prefix doubling stops there), so a span is
-# reported at most this long; a verbatim run longer than this is found as its MAX_SPAN-token prefix.
-MAX_SPAN = 1024
-INDEX_VERSION = 2
+# Suffixes are sorted by their first max_span tokens (prefix doubling stops there), so a span is
+# reported at most this long; a verbatim run longer than this is found as its max_span-token prefix.
+MAX_SPAN = TraceIndexStageConfig().max_span
+INDEX_META = "index.json"
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Segment:
     """One run of tokens in the corpus: a packed shard, or one message of a post-training row."""
 
     start: int  # its first position in the corpus
-    shard: str = ""  # base-training data: path of the shard .npy (documents found through its index)
+    shard: str = ""  # base-training data: the shard .npy, relative to the data artifact (documents found through its index)
     mix: str = ""
     document_id: str = ""  # post-training rows: the document itself
     source: str = ""
@@ -51,7 +53,7 @@ class DocumentHit:
     source: str
     documents_file: str
     documents_row: int
-    shard: str
+    shard: str  # the shard's path under the data artifact directory the index was opened with ("": a post-training row)
     offset: int  # token offset of the span's start within the shard
 
 
@@ -91,8 +93,12 @@ def suffix_array(tokens: np.ndarray, max_len: int = MAX_SPAN) -> np.ndarray:
 
 
 class TraceIndex:
+    """An index directory opened for queries; `data_dir` (a local copy of the data artifact) gives the
+    tokenizer and the shards' document tables."""
+
     def __init__(self, directory: Path, data_dir: Path):
         self.directory, self.data_dir = Path(directory), Path(data_dir)
+        self.max_span = int(json.loads((self.directory / INDEX_META).read_text())["max_span"])
         self.corpus = np.load(self.directory / "corpus.npy", mmap_mode="r")
         self.sa = np.load(self.directory / "sa.npy", mmap_mode="r")
         self.segments = [Segment(**s) for s in json.loads((self.directory / "segments.json").read_text())]
@@ -117,7 +123,7 @@ class TraceIndex:
         if lo == hi:
             return lo, hi, 0
         length = 1
-        while length < min(len(query), MAX_SPAN):
+        while length < min(len(query), self.max_span):
             # within [lo, hi) all suffixes share `length` tokens, so they are sorted by the next one
             nxt = self._token_at(np.asarray(self.sa[lo:hi], dtype=np.int64) + length)
             a = int(np.searchsorted(nxt, query[length], side="left"))
@@ -141,9 +147,10 @@ class TraceIndex:
         offset = position - seg.start
         if not seg.shard:
             return DocumentHit(seg.document_id, seg.source, seg.documents_file, seg.documents_row, "", offset)
-        doc = trace_token(seg.shard, offset)
+        shard = str(self.data_dir / seg.shard)
+        doc = trace_token(shard, offset)
         return DocumentHit(doc["document_id"], doc["source"], doc["documents_file"], int(doc["documents_row"]),
-                           seg.shard, offset)
+                           shard, offset)
 
     def spans(self, text: str, min_tokens: int = 8, max_spans: int = 10, max_documents: int = 5) -> list[Span]:
         """Maximal spans of at least `min_tokens` tokens of `text` found verbatim, longest first."""
@@ -162,117 +169,49 @@ class TraceIndex:
 
 
 def shards_of(data_dir: Path) -> list[tuple[Segment, np.ndarray]]:
-    """Every packed shard of every mix of a data artifact, in a fixed order, with its tokens."""
-    mixes = sorted(p for p in (Path(data_dir) / "mixes").iterdir() if p.is_dir()) if (Path(data_dir) / "mixes").is_dir() else []
-    found = [(Segment(0, shard=str(shard), mix=m.name), np.load(shard, mmap_mode="r"))
+    """Every packed shard of every mix of a data artifact, in a fixed order, with its tokens; each
+    segment names its shard relative to the artifact, so the index holds wherever the data lives."""
+    data_dir = Path(data_dir)
+    mixes = sorted(p for p in (data_dir / "mixes").iterdir() if p.is_dir()) if (data_dir / "mixes").is_dir() else []
+    found = [(Segment(0, shard=shard.relative_to(data_dir).as_posix(), mix=m.name), np.load(shard, mmap_mode="r"))
              for m in mixes for shard in sorted(m.glob("shard_*.npy"))]
     if not found:
         raise FileNotFoundError(f"no token shards under {data_dir}/mixes: is this a data artifact?")
     return found
 
 
-def posttrain_runs(manifest: dict, tokenizer) -> list[tuple[Segment, np.ndarray]]:
-    """Every message of the rows a post-training stage trained on, rebuilt from its recorded config
-    (procedural sets are deterministic in their seed; files are read again), as token runs."""
-    from olmo3_core.config.schema import PosttrainStageConfig
-    from olmo3_core.config.typed import from_dict
-    from olmo3_core.posttrain import datasets
-
-    kind = manifest["kind"]
-    config = from_dict(PosttrainStageConfig, manifest["config"], f"config of {manifest.get('uri', kind)}")
-    step = getattr(config, kind)
-    only = {"mixture": {}, "files": []} | ({"gsm8k_train": 0} if kind == "rlvr" else {})
-    parts = [(f"procedural:{name}", dataclasses.replace(step, **{**only, "mixture": {name: n}})) for name, n in step.mixture.items()]
-    parts += [(url, dataclasses.replace(step, **{**only, "files": [url]})) for url in step.files]
-    if kind == "rlvr" and step.gsm8k_train:
-        parts.append(("gsm8k:train", dataclasses.replace(step, **{**only, "gsm8k_train": step.gsm8k_train})))
-    runs = []
-    for source, cfg in parts:
-        try:
-            rows, _ = datasets.build(kind, cfg, config.template, decontam=config.decontam)  # the rows it kept
-        except ValueError:
-            if source == "gsm8k:train":  # no local GSM8K copy here (training skipped it too, when it had none)
-                continue
-            raise
-        for row_number, row in enumerate(rows):
-            for field_name, value in row.items():
-                messages = value if isinstance(value, list) else []
-                for m, message in enumerate(messages):
-                    if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
-                        ids = np.asarray(tokenizer.encode(message["content"], add_special_tokens=False).ids, dtype=np.uint32)
-                        runs.append((Segment(0, document_id=f"{manifest['stage']}:{source}#{row_number}/{field_name}[{m}]",
-                                             source=f"{manifest['stage']} ({kind})", documents_file=source,
-                                             documents_row=row_number), ids))
-    return runs
-
-
-def build_index(runs: list[tuple[Segment, np.ndarray]], directory: Path) -> Path:
-    """Index the token runs into `directory` (written whole to a temp dir, then renamed)."""
+def build_index(runs: list[tuple[Segment, np.ndarray]], directory: Path, max_span: int = MAX_SPAN) -> dict[str, int]:
+    """Index the token runs into `directory`; returns what was indexed (tokens, runs)."""
     directory = Path(directory)
-    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     parts, segments, start = [], [], 0
     for seg, tokens in runs:
         segments.append(dataclasses.replace(seg, start=start))
         parts += [np.asarray(tokens, dtype=np.uint32), np.asarray([SEPARATOR])]
         start += len(tokens) + 1
     corpus = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
-    np.save(tmp / "corpus.npy", corpus)
-    np.save(tmp / "sa.npy", suffix_array(corpus))
-    (tmp / "segments.json").write_text(json.dumps([dataclasses.asdict(s) for s in segments], indent=1))
-    (tmp / "version").write_text(str(INDEX_VERSION))
-    try:
-        tmp.rename(directory)
-    except OSError:  # another process built it first: theirs is the same index
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    np.save(directory / "corpus.npy", corpus)
+    np.save(directory / "sa.npy", suffix_array(corpus, max_span))
+    (directory / "segments.json").write_text(json.dumps([dataclasses.asdict(s) for s in segments], indent=1))
+    stats = {"tokens": int(len(corpus) - len(segments)), "runs": len(segments)}
+    (directory / INDEX_META).write_text(json.dumps({"max_span": max_span, **stats}, indent=1))
+    return stats
 
 
-def _cached(manifest: dict, cache_root: Path | None) -> Path:
-    """Where an artifact's index is cached: keyed by its fingerprint, so one build serves every model
-    trained on it."""
-    from olmo3_core.home import local_cache_dir
-
-    return (cache_root or local_cache_dir()) / "trace_index" / f"{manifest['fingerprint']}-v{INDEX_VERSION}"
-
-
-def _open(directory: Path, tokenizer_dir: Path, make_runs) -> tuple[TraceIndex, float]:
-    built = 0.0
-    if not (directory / "version").exists():
-        t0 = time.perf_counter()
-        build_index(make_runs(), directory)
-        built = time.perf_counter() - t0
-    return TraceIndex(directory, tokenizer_dir), built
-
-
-def open_index(data_dir: Path, cache_root: Path | None = None) -> tuple[TraceIndex, float]:
-    """The index of a data artifact, built on first use; also the seconds spent building (0 if cached)."""
-    manifest = json.loads((Path(data_dir) / "artifact.json").read_text())
-    return _open(_cached(manifest, cache_root), Path(data_dir), lambda: shards_of(data_dir))
-
-
-def open_posttrain_index(manifest: dict, data_dir: Path, cache_root: Path | None = None) -> tuple[TraceIndex, float]:
-    """The index of the rows one post-training stage (sft / dpo / rlvr manifest) trained on."""
-    def runs():
-        from tokenizers import Tokenizer
-
-        return posttrain_runs(manifest, Tokenizer.from_file(str(Path(data_dir) / "tokenizer" / "tokenizer.json")))
-
-    return _open(_cached(manifest, cache_root), Path(data_dir), runs)
-
-
-def lineage_indexes(model_dir: Path, cache_root: Path | None = None) -> list[tuple[str, TraceIndex, float]]:
-    """(stage, index, build seconds) for the data artifact and every post-training stage an export
-    was trained through, read from the export's lineage.json (local artifacts only)."""
-    chain = _lineage(model_dir)
-    data_dir = data_dir_of_export(model_dir)
-    out = [("data", *open_index(data_dir, cache_root))]
-    for row in chain:
-        if row["kind"] in ("sft", "dpo", "rlvr"):
-            manifest = json.loads((_local(row["uri"]) / "artifact.json").read_text())
-            out.append((row["stage"], *open_posttrain_index(manifest, data_dir, cache_root)))
-    return out
+def run(ctx: StageContext) -> StageResult:
+    """The trace_index stage: index every token shard of the parent data artifact into the artifact."""
+    data = ctx.input("data")
+    t0 = time.perf_counter()
+    stats = build_index(shards_of(data.path), ctx.output_dir, ctx.config.max_span)
+    seconds = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in ctx.output_dir.iterdir() if f.is_file())
+    metrics = {"tokens_indexed": float(stats["tokens"]), "shards": float(stats["runs"]), "build_s": seconds,
+               "index_bytes": float(size)}
+    report = (f"### trace index of data `{data.fingerprint[:12]}`\n\n"
+              f"{stats['tokens']:,} tokens of {stats['runs']} shard(s) indexed in {seconds:.1f}s; "
+              f"{size / 2**20:.1f} MiB (corpus + suffix array sorted to {ctx.config.max_span} tokens).\n\n"
+              f"Query: `olmo3-flow trace-output \"<text>\" --data {data.uri}`")
+    return StageResult(metrics=metrics, report_markdown=report)
 
 
 def trace(indexes: list[TraceIndex], text: str, min_tokens: int = 8, max_spans: int = 10,
@@ -281,28 +220,6 @@ def trace(indexes: list[TraceIndex], text: str, min_tokens: int = 8, max_spans: 
     a span found in several of them is listed once per index, each with its own documents."""
     spans = [s for index in indexes for s in index.spans(text, min_tokens, max_spans, max_documents)]
     return sorted(spans, key=lambda s: (-s.length, s.start))[:max_spans]
-
-
-def _local(uri: str) -> Path:
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-    if ("://" in uri and not uri.startswith("file://")) or not path.exists():
-        raise FileNotFoundError(f"artifact {uri} is not on this machine: pass --data <local copy of the data artifact>")
-    return path
-
-
-def _lineage(model_dir: Path) -> list[dict]:
-    lineage = Path(model_dir) / "lineage.json"
-    if not lineage.exists():
-        raise FileNotFoundError(f"{lineage} not found: --model takes an exported model directory")
-    return json.loads(lineage.read_text())["chain"]
-
-
-def data_dir_of_export(model_dir: Path) -> Path:
-    """The local data artifact an exported model was trained on, from the export's lineage.json."""
-    data = [row for row in _lineage(model_dir) if row["kind"] == "data"]
-    if not data:
-        raise ValueError(f"{Path(model_dir) / 'lineage.json'} names no data stage in the model's lineage")
-    return _local(data[0]["uri"])
 
 
 def format_spans(spans: list[Span]) -> str:

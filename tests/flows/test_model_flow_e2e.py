@@ -28,7 +28,7 @@ def _manifest(uri):
 
 def test_every_stage_of_every_branch_completes(first_run):
     uris, _ = first_run
-    expected = {"data", "pretrain", "midtrain", "longmino", "base/eval", "base/export",
+    expected = {"data", "trace_index", "pretrain", "midtrain", "longmino", "base/eval", "base/export",
                 *(f"{b}/{s}" for b in ("instruct", "think") for s in ("sft", "dpo", "rlvr", "eval", "export")),
                 "rl_zero/rlvr", "rl_zero/eval", "rl_zero/export"}
     assert set(uris) == expected
@@ -112,6 +112,24 @@ def test_a_training_token_traces_back_to_its_document(first_run, capsys):
     traced = json.loads(capsys.readouterr().out)
     assert traced["source"] in {"prose", "code", "math"} and traced["document_id"]
     assert traced["span"][0] <= 1000 < traced["span"][1] and traced["snippet"]
+
+
+def test_a_model_output_traces_back_through_the_flows_own_index(first_run, capsys):
+    """The flow built the data's trace_index stage: trace-output reuses it (it builds only the SFT rows' index)."""
+    import numpy as np
+
+    uris, _ = first_run
+    index = _manifest(uris["trace_index"])
+    assert [u["fingerprint"] for u in index["upstream"]] == [_manifest(uris["data"])["fingerprint"]]
+    assert index["metrics"]["tokens_indexed"] > 0
+    from tokenizers import Tokenizer
+
+    tokens = np.load(f"{uris['data']}/mixes/pretrain/shard_00000.npy")[2000:2040].tolist()
+    text = Tokenizer.from_file(f"{uris['data']}/tokenizer/tokenizer.json").decode(tokens)
+    assert main(["trace-output", text, "--model", f"{uris['instruct/export']}/model", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "built the trace index of data" not in out.err
+    assert json.loads(out.out)[0]["length"] >= 20
 
 
 def test_mlflow_lineage_is_clickable_from_the_registered_model_to_the_data(first_run):

@@ -12,7 +12,7 @@ def _plan(*overrides):
 def test_plan_has_every_stage_of_every_branch_in_dependency_order():
     plan = _plan()
     names = list(plan.stages)
-    assert names[:4] == ["data", "pretrain", "midtrain", "longmino"]
+    assert names[:5] == ["data", "trace_index", "pretrain", "midtrain", "longmino"]
     for branch in ("instruct", "think"):
         assert {f"{branch}/{s}" for s in ("sft", "dpo", "rlvr", "eval", "export")} <= set(names)
     assert "rl_zero/rlvr" in names and "rl_zero/sft" not in names
@@ -41,6 +41,21 @@ def test_stage_selection_keeps_what_is_upstream():
     assert list(_plan("stages=[data,pretrain]").stages) == ["data", "pretrain"]
 
 
+def test_the_trace_index_hangs_off_data_with_the_fingerprint_trace_output_computes():
+    from olmo3_core.plan import trace_index_plan
+
+    plan = _plan()
+    index = plan.stages["trace_index"]
+    assert (index.kind, index.line, index.parents) == ("trace_index", "base", ("data",))
+    assert not any("trace_index" in spec.parents for spec in plan.stages.values())  # nobody's parent
+    data = plan.stages["data"]
+    manifest = {"stage": "data", "kind": "data", "config": to_dict(data.config), "fingerprint": data.fingerprint}
+    assert trace_index_plan(manifest).stages["trace_index"].fingerprint == index.fingerprint
+    assert _plan("data.seed=7").stages["trace_index"].fingerprint != index.fingerprint  # other data, other index
+    assert "trace_index" not in _plan("stages=[pretrain]").stages  # not pulled in by what does not need it
+    assert list(_plan("stages=[trace_index]").stages) == ["data", "trace_index"]
+
+
 def test_fork_continues_from_an_existing_artifact_without_rebuilding_upstream():
     cfg = compose_config(["preset=micro"])
     full = build_plan(cfg)
@@ -48,7 +63,7 @@ def test_fork_continues_from_an_existing_artifact_without_rebuilding_upstream():
     manifest = {"stage": "longmino", "kind": "longmino", "line": "base", "config": to_dict(longmino.config),
                 "fingerprint": longmino.fingerprint}
     forked = build_plan(cfg, fork_from=manifest)
-    assert not {"data", "pretrain", "midtrain"} & set(forked.stages)
+    assert not {"data", "trace_index", "pretrain", "midtrain"} & set(forked.stages)
     assert forked.stages["longmino"].config == longmino.config  # the manifest's config, typed again
     assert forked.stages["longmino"].parents == ()
     for name, spec in forked.stages.items():  # same artifact -> same downstream fingerprints (cache hits)
@@ -71,7 +86,7 @@ def test_checkpoint_eval_plan_pins_the_checkpoint():
 def test_two_ingredients_fan_out_into_parallel_midtrain_runs_that_a_soup_joins():
     plan = _plan("midtrain.ingredients=[1,2]")
     names = list(plan.stages)
-    assert names[:6] == ["data", "pretrain", "midtrain/seed1", "midtrain/seed2", "soup", "longmino"]
+    assert names[:7] == ["data", "trace_index", "pretrain", "midtrain/seed1", "midtrain/seed2", "soup", "longmino"]
     assert plan.stages["midtrain/seed1"].parents == plan.stages["midtrain/seed2"].parents == ("data", "pretrain")
     assert [plan.stages[f"midtrain/seed{s}"].config.train.seed for s in (1, 2)] == [1, 2]  # the data-order seed
     assert plan.stages["soup"].kind == "soup" and plan.stages["soup"].parents == ("midtrain/seed1", "midtrain/seed2")
@@ -85,7 +100,7 @@ def test_two_ingredients_fan_out_into_parallel_midtrain_runs_that_a_soup_joins()
 
 def test_one_ingredient_is_todays_single_midtrain_and_shares_its_artifact_with_the_souped_graph():
     single, souped = _plan("midtrain.ingredients=[1]"), _plan("midtrain.ingredients=[1,2]")
-    assert list(_plan().stages)[:4] == ["data", "pretrain", "midtrain", "longmino"] and "soup" not in _plan().stages
+    assert list(_plan().stages)[:5] == ["data", "trace_index", "pretrain", "midtrain", "longmino"] and "soup" not in _plan().stages
     assert single.stages["longmino"].parents == ("data", "midtrain")
     # the same run under either name: adding a second ingredient reuses the first one's cached artifact
     assert single.stages["midtrain"].fingerprint == souped.stages["midtrain/seed1"].fingerprint

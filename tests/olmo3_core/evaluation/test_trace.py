@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from olmo3_core.data.synthetic import english_doc
-from olmo3_core.evaluation.trace import MAX_SPAN, open_index, suffix_array
+from olmo3_core.evaluation.trace import MAX_SPAN, TraceIndex, build_index, shards_of, suffix_array
 
 PLANT = ("Quartz lanterns hum beneath the violet harbor while seventeen copper herons recite "
          "forgotten tide tables to a patient lighthouse keeper named Orvelline Bask.")
@@ -68,10 +70,33 @@ def test_suffix_array_matches_sorting_suffixes(seed):
     assert suffix_array(np.zeros(0, dtype=np.uint32)).tolist() == []
 
 
+def _stored_data(store_root):
+    """The same data artifact published in a store, with the manifest the runner would write."""
+    from olmo3_core.artifacts import ArtifactStore
+    from olmo3_core.config.typed import to_dict
+    from olmo3_core.data.config import DataConfig
+
+    store = ArtifactStore(str(store_root))
+    fingerprint = "d" * 64
+    staging = store.staging_dir("data", fingerprint)
+    _, tok = _data_artifact(staging)
+    manifest = store.publish("data", fingerprint, staging, {
+        "stage": "data", "kind": "data", "line": "base", "fingerprint": fingerprint, "config": to_dict(DataConfig()),
+        "upstream": []})
+    return staging, tok, manifest
+
+
 def test_planted_span_is_traced_to_its_document(tmp_path):
     data, tok = _data_artifact(tmp_path / "data")
-    index, built = open_index(data, cache_root=tmp_path / "cache")
-    assert built > 0
+    stats = build_index(shards_of(data), tmp_path / "index")
+    assert stats == {"tokens": sum(len(np.load(p)) for p in data.glob("mixes/*/shard_*.npy")), "runs": 4}
+    # shards are named relative to the data artifact: the index holds for a copy of both, elsewhere
+    segments = json.loads((tmp_path / "index" / "segments.json").read_text())
+    assert [s["shard"] for s in segments][:2] == ["mixes/midtrain/shard_00000.npy", "mixes/midtrain/shard_00001.npy"]
+    shutil.copytree(data, tmp_path / "moved" / "data")
+    shutil.copytree(tmp_path / "index", tmp_path / "moved" / "index")
+    shutil.rmtree(data)
+    index = TraceIndex(tmp_path / "moved" / "index", tmp_path / "moved" / "data")
     assert len(tok.encode(PLANT).ids) >= 30
     output = "The model said: " + PLANT + " And then it stopped."
     spans = index.spans(output, min_tokens=8)
@@ -81,15 +106,57 @@ def test_planted_span_is_traced_to_its_document(tmp_path):
     (hit,) = best.documents
     assert (hit.document_id, hit.source, hit.documents_row) == ("web-planted", "web", 17)
     assert hit.documents_file == "documents/web/midtrain.jsonl.gz"
+    assert hit.shard.startswith(str(tmp_path / "moved" / "data" / "mixes" / "midtrain"))
     shard = np.load(hit.shard)
     assert shard[hit.offset : hit.offset + best.length].tolist() == \
         tok.encode(output).ids[best.start : best.start + best.length]
     # no long span of unrelated text: nothing reported at a high threshold
     assert index.spans("Zebra xylophone quokka jambalaya.", min_tokens=8) == []
-    # the second open reuses the cached index
-    again, built_again = open_index(data, cache_root=tmp_path / "cache")
-    assert built_again == 0.0 and again.spans(output, min_tokens=8)[0].length == best.length
-    assert best.length <= MAX_SPAN
+    assert best.length <= MAX_SPAN == index.max_span
+
+
+def test_the_index_is_a_stage_artifact_built_once_and_rebuilt_when_damaged(tmp_path, capsys):
+    from olmo3_cli.main import main
+    from olmo3_core.config.compose import compose_config
+    from olmo3_core.evaluation.trace_output import data_index
+
+    data, _, data_manifest = _stored_data(tmp_path / "store")
+    cfg = compose_config([f"storage.root={tmp_path / 'store'}"])
+    first = data_index(cfg, data)
+    assert first.built_s > 0 and first.mlflow_run_id
+    index_dir = tmp_path / "store" / "trace_index" / Path(first.where).name
+    manifest = json.loads((index_dir / "artifact.json").read_text())
+    assert manifest["stage"] == manifest["kind"] == "trace_index"
+    assert [(u["stage"], u["fingerprint"]) for u in manifest["upstream"]] == [("data", data_manifest["fingerprint"])]
+    assert {"corpus.npy", "sa.npy", "segments.json", "index.json"} <= set(manifest["files"])
+    assert manifest["metrics"]["tokens_indexed"] == first.index.corpus.size - 4 and manifest["metrics"]["index_bytes"] > 0
+    assert first.index.spans(PLANT, min_tokens=8)[0].documents[0].document_id == "web-planted"
+
+    again = data_index(cfg, data)  # the stored artifact is reused: no build, same manifest
+    assert again.built_s == 0.0 and again.where == first.where
+    assert json.loads((index_dir / "artifact.json").read_text())["mlflow"] == manifest["mlflow"]
+
+    # lineage of the index artifact, through the generic mechanism: data is its parent
+    assert main(["lineage", str(index_dir), "--json"]) == 0
+    assert [r["stage"] for r in json.loads(capsys.readouterr().out)] == ["trace_index", "data"]
+
+    # a damaged index is never reused: quarantined and built again as the same stage
+    with open(index_dir / "sa.npy", "r+b") as fh:
+        fh.truncate(100)
+    rebuilt = data_index(cfg, data)
+    assert rebuilt.built_s > 0 and rebuilt.mlflow_run_id != first.mlflow_run_id and rebuilt.where == first.where
+    assert (index_dir / "sa.npy").stat().st_size == manifest["files"]["sa.npy"]["bytes"]
+    assert list((tmp_path / "store" / ".quarantine" / "trace_index").iterdir())
+    assert rebuilt.index.spans(PLANT, min_tokens=8)[0].length >= 30
+
+
+def test_a_data_artifact_outside_the_store_is_refused_clearly(tmp_path):
+    from olmo3_core.config.compose import compose_config
+    from olmo3_core.evaluation.trace_output import TraceError, data_index
+
+    data, _ = _data_artifact(tmp_path / "data")
+    with pytest.raises(TraceError, match="is not in the store"):
+        data_index(compose_config([f"storage.root={tmp_path / 'store'}"]), data)
 
 
 def _sft_artifact(root, rows_file):
@@ -107,13 +174,15 @@ def _sft_artifact(root, rows_file):
 
 
 def test_post_training_rows_are_traced_to_their_source_and_row(tmp_path):
-    from olmo3_core.evaluation.trace import open_posttrain_index
+    from olmo3_core.evaluation.trace_output import open_posttrain_index
     from olmo3_core.problems.procedural import instructions
 
     data, _ = _data_artifact(tmp_path / "data")
     manifest = _sft_artifact(tmp_path / "sft", tmp_path / "extra.jsonl")
-    index, built = open_posttrain_index(manifest, data, cache_root=tmp_path / "cache")
-    assert built > 0
+    found = open_posttrain_index(manifest, data, cache_root=tmp_path / "cache")
+    index = found.index
+    assert found.built_s > 0
+    assert open_posttrain_index(manifest, data, cache_root=tmp_path / "cache").built_s == 0.0  # cached
     response = instructions.sft_records(6, 3, "train")[4]["messages"][1]["content"]
     best = index.spans("Well. " + response, min_tokens=8)[0]
     assert best.text.strip() in response and best.length >= len(index.tokenizer.encode(response).ids) - 2
@@ -127,18 +196,25 @@ def test_post_training_rows_are_traced_to_their_source_and_row(tmp_path):
 def test_trace_output_command_from_an_export(tmp_path, monkeypatch, capsys):
     from olmo3_cli.main import main
 
-    data, _ = _data_artifact(tmp_path / "data")
+    monkeypatch.setenv("OLMO3_HOME", str(tmp_path / "home"))
+    data, _, _ = _stored_data(tmp_path / "home" / "artifacts")  # the default store of that home
     _sft_artifact(tmp_path / "sft", tmp_path / "extra.jsonl")
     export = tmp_path / "export" / "model"
     export.mkdir(parents=True)
     (export / "lineage.json").write_text(json.dumps({"chain": [
         {"stage": "instruct/sft", "kind": "sft", "uri": str(tmp_path / "sft")},
         {"stage": "data", "kind": "data", "uri": f"file://{data}"}]}))
-    monkeypatch.setenv("OLMO3_HOME", str(tmp_path / "home"))
     assert main(["trace-output", f"so: {PLANT}", "--model", str(export), "--json"]) == 0
-    spans = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    spans = json.loads(out.out)
     # the planted text is in a pretraining document and in an SFT file row: both are reported
     assert {s["documents"][0]["document_id"] for s in spans[:2]} == {"web-planted", "instruct/sft:" + str(tmp_path / "extra.jsonl") + "#0/messages[1]"}
     assert all(s["length"] >= 30 for s in spans[:2])
+    assert "built the trace index of data in" in out.err and "/trace_index/" in out.err
+    assert "built the trace index of instruct/sft in" in out.err
     assert main(["trace-output", PLANT, "--data", str(data)]) == 0
-    assert "web-planted  source=web  file=documents/web/midtrain.jsonl.gz  row=17" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "web-planted  source=web  file=documents/web/midtrain.jsonl.gz  row=17" in out.out
+    assert "built the trace index" not in out.err  # the stage artifact is reused
+    assert main(["trace-output", PLANT, "--data", str(tmp_path / "sft")]) == 2
+    assert "not in the store" in capsys.readouterr().err
