@@ -26,9 +26,8 @@ import fsspec
 from olmo3_core.artifacts import ArtifactStore, now_iso
 from olmo3_core.config.typed import ConfigError
 from olmo3_core.kinds import BASE_TRAINING
+from olmo3_core.stages.jobs import KEPT_DIR, OPTIMIZER_STATE
 
-KEPT_DIR = "checkpoints"
-OPTIMIZER_STATE = "optimizer/state.pt"
 _CHECKPOINT = re.compile(rf"^(?P<artifact>.+?)/{KEPT_DIR}/(?P<name>[^/]*)/?$")
 _STEP = re.compile(r"^step(\d+)$")
 

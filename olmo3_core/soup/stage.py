@@ -11,8 +11,8 @@ from (`load_optim_state=True`, allenai/OLMo-core src/scripts/official/OLMo3/OLMo
 and nothing there treats a souped start differently; so the soup hands on the same weighted average of
 its ingredients' AdamW moments (their LRs and step counts agree: the runs differ only in data order).
 
-The report scores each ingredient and the soup on the same held-out text (`soup.heldout_set` items,
-which the data stage keeps out of the training mixes when `data.decontam.sets` lists the set).
+The report scores each ingredient and the soup on the same held-out text (`soup.heldout_set` items from
+its held-out split, from which no training data is drawn).
 """
 from __future__ import annotations
 

@@ -77,6 +77,12 @@ class LossPoint:
     lr: Optional[float] = None  # the LR this step used (base training)
 
 
+# Where a base-training artifact keeps what outlives the stage: a loadable HF model directory every
+# `train.keep_every` steps, and the AdamW state a continuing stage starts from (`train.handoff`).
+KEPT_DIR = "checkpoints"  # checkpoints/step{N}/
+OPTIMIZER_STATE = "optimizer/state.pt"
+
+
 @dataclass
 class KeptCheckpoint:
     """A loadable HF model directory kept in a base-training artifact (`train.keep_every`)."""

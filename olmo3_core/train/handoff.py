@@ -14,7 +14,7 @@ from typing import Dict
 
 import torch
 
-FILE = "optimizer/state.pt"
+from olmo3_core.stages.jobs import OPTIMIZER_STATE as FILE
 FORMAT = 1
 MOMENTS = ("exp_avg", "exp_avg_sq")
 

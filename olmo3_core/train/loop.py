@@ -26,13 +26,11 @@ import torch.nn.functional as F
 
 from olmo3_core.jit_ops import preload_deepspeed_ops
 from olmo3_core.config.schema import TrainConfig
-from olmo3_core.stages.jobs import JobOutputs, KeptCheckpoint, LossPoint, TrainJob
+from olmo3_core.stages.jobs import KEPT_DIR, JobOutputs, KeptCheckpoint, LossPoint, TrainJob
 from olmo3_core.train.handoff import OptimizerHandoff, export_state, import_state
 from olmo3_core.train.health import check_loss, gated_main
 from olmo3_core.train.runtime import Runtime, detect
 from olmo3_core.train.schedule import handoff_lr, lr_factor
-
-KEPT_DIR = "checkpoints"  # in the artifact: checkpoints/step{N}/, HF model directories
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
