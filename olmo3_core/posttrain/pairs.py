@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from olmo3_core.chat import EOS_TOKEN, IM_END, chat_template
+from olmo3_core.chat import EOS_TOKEN, IM_END, THINK_END, chat_template
 from olmo3_core.config.schema import PairsStageConfig
+from olmo3_core.evaluation.generate import cut_completion
 from olmo3_core.problems.procedural import math as procedural_math
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages import InputArtifact, StageContext, StageResult
@@ -41,7 +42,8 @@ def _load(artifact: InputArtifact, template: str):
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions of chat prompts, cut at the end of the assistant turn."""
+    """Greedy completions of chat prompts, cut at the end of the assistant turn. Special tokens are kept
+    up to there: Think's `</think>` is one, and it separates the reasoning from the answer."""
     stop = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
@@ -50,8 +52,18 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
                              pad_token_id=tokenizer.pad_token_id)
-        out += tokenizer.batch_decode(ids[:, enc["input_ids"].size(1):], skip_special_tokens=True)
-    return [text.strip() for text in out]
+        out += tokenizer.batch_decode(ids[:, enc["input_ids"].size(1):], skip_special_tokens=False)
+    return [cut_completion(text) for text in out]
+
+
+def completion_message(style: str, completion: str) -> dict[str, str]:
+    """A generated assistant turn (the text after the generation prompt, up to its end-of-turn) as the
+    message the chat template renders back into those tokens: Think's reasoning is what precedes
+    `</think>`, all of it when the model never closed the section."""
+    if style != "think":
+        return {"role": "assistant", "content": completion}
+    reasoning, closed, content = completion.partition(THINK_END)
+    return {"role": "assistant", "reasoning": reasoning, "content": content if closed else ""}
 
 
 def model_inputs(ctx: StageContext) -> tuple[InputArtifact, InputArtifact]:
@@ -69,17 +81,17 @@ def make_pairs(config: PairsStageConfig, chosen: list[str], rejected: list[str],
                         "dropped_no_delta": 0, "rejected_correct": 0}
     for problem, good, bad in zip(problems, chosen, rejected):
         if not verify(good, str(problem.answer)) and config.pairs.reference_when_chosen_fails:
-            good, source = problem.solution, "reference"
+            chosen_turn, source = procedural_math.assistant_turn(problem, config.template), "reference"
         else:
-            source = "model"
-        if good.strip() == bad.strip():
+            chosen_turn, source = completion_message(config.template, good), "model"
+        rejected_turn = completion_message(config.template, bad)
+        if chosen_turn == rejected_turn:
             counts["dropped_no_delta"] += 1
             continue
         counts[f"chosen_from_{source}"] += 1
         counts["rejected_correct"] += bool(verify(bad, str(problem.answer)))
         rows.append({"prompt": [{"role": "user", "content": problem.question}],
-                     "chosen": [{"role": "assistant", "content": good}],
-                     "rejected": [{"role": "assistant", "content": bad}],
+                     "chosen": [chosen_turn], "rejected": [rejected_turn],
                      "chosen_model": names[0] if source == "model" else f"{names[0]} (failed; reference solution)",
                      "rejected_model": names[1]})
     counts["pairs"] = len(rows)

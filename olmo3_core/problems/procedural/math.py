@@ -21,9 +21,15 @@ class MathProblem:
         return " ".join(self.steps) + f" The answer is {self.answer}."
 
 
+# Operand ranges: a two-digit number and a one-digit number, so every step is one carry at most. The tiny
+# preset's 1M-parameter model never learned two-digit-plus-two-digit sums (up to 40 + 30) from its
+# budget: its held-out accuracy stayed under 0.1 after SFT, too close to 0 for any later step to show.
+A_RANGE, B_RANGE, C_RANGE = (2, 20), (2, 9), (2, 5)
+
+
 def _problem(rng: random.Random) -> MathProblem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b, c = rng.randint(2, 40), rng.randint(2, 30), rng.randint(2, 9)
+    a, b, c = rng.randint(*A_RANGE), rng.randint(*B_RANGE), rng.randint(*C_RANGE)
     form = rng.randrange(4)
     if form == 0:
         q = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?"
@@ -54,7 +60,7 @@ def wrong_solution(problem: MathProblem, rng: random.Random) -> str:
     return " ".join(steps) + f" The answer is {wrong}."
 
 
-def _assistant(problem: MathProblem, style: str, solution: str | None = None) -> dict[str, str]:
+def assistant_turn(problem: MathProblem, style: str, solution: str | None = None) -> dict[str, str]:
     """An assistant turn in the branch's style: Think puts the working in the reasoning section."""
     solution = solution or problem.solution
     if style == "think":
@@ -68,14 +74,14 @@ def _user(problem: MathProblem) -> dict[str, str]:
 
 
 def sft_records(n: int, seed: int, split: str = "train", style: str = "instruct") -> list[dict]:
-    return [{"messages": [_user(p), _assistant(p, style)]} for p in generate(n, seed, split)]
+    return [{"messages": [_user(p), assistant_turn(p, style)]} for p in generate(n, seed, split)]
 
 
 def dpo_records(n: int, seed: int, split: str = "train", style: str = "instruct") -> list[dict]:
     """Chosen = the worked solution; rejected = the same working with an arithmetic slip."""
     rng = random.Random(f"dpo-{seed}")
     return [
-        {"prompt": [_user(p)], "chosen": [_assistant(p, style)], "rejected": [_assistant(p, style, wrong_solution(p, rng))]}
+        {"prompt": [_user(p)], "chosen": [assistant_turn(p, style)], "rejected": [assistant_turn(p, style, wrong_solution(p, rng))]}
         for p in generate(n, seed, split)
     ]
 

@@ -51,6 +51,31 @@ def test_pairs_choose_the_stronger_answer_or_the_reference_and_drop_pairs_withou
     assert counts["dropped_no_delta"] == 1.0  # "same" vs "same": nothing to learn
 
 
+def test_think_pairs_keep_the_reasoning_apart_from_the_answer():
+    # Think completions start inside <think>: what precedes </think> is reasoning, and the chat template
+    # must render each side back into the tokens the model produced (not "<think></think>" + everything)
+    problems = procedural_math.generate(2, 5)
+    first = problems[0]
+    good = f"{first.steps[-1]}</think>The answer is {first.answer}."
+    chosen, rejected = [good, "1 + 1 = 3.</think>The answer is 3."], ["2 + 2 = 5.</think>The answer is 5.", "2 + 2 ="]
+    rows, _ = pairs.make_pairs(PairsStageConfig(template="think"), chosen, rejected, problems, ("think/sft@aa", "longmino@bb"))
+    assert rows[0]["chosen"] == [{"role": "assistant", "reasoning": first.steps[-1], "content": f"The answer is {first.answer}."}]
+    assert rows[0]["rejected"] == [{"role": "assistant", "reasoning": "2 + 2 = 5.", "content": "The answer is 5."}]
+    assert rows[1]["chosen"] == [procedural_math.assistant_turn(problems[1], "think")]  # the model failed: the reference
+    assert rows[1]["chosen"][0]["reasoning"] and rows[1]["chosen"][0]["content"].startswith("The answer is")
+    assert rows[1]["rejected"] == [{"role": "assistant", "reasoning": "2 + 2 =", "content": ""}]  # never closed
+    rendered = _render_think(rows[0]["prompt"] + rows[0]["chosen"])
+    assert rendered.endswith(f"<|im_start|>assistant\n<think>{good}<|im_end|>\n")
+
+
+def _render_think(messages):
+    from jinja2 import Environment
+
+    from olmo3_core.chat import chat_template
+    template = chat_template("think").replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
+    return Environment().from_string(template).render(messages=messages, add_generation_prompt=False)
+
+
 def _artifact(stage, kind, path, fingerprint):
     return InputArtifact(stage, kind, fingerprint, str(path), path.parent, TrainStageConfig(model=ModelConfig()), {})
 
