@@ -99,3 +99,18 @@ def test_the_stage_writes_dolci_pairs_naming_both_models(tiny_model_dir, tmp_pat
     kept, _ = datasets.build("dpo", compose_config(["preset=micro"]).posttrain.instruct.dpo.__class__(mixture={}), "instruct",
                              {}, None, str(tmp_path / "out" / pairs.FILE))
     assert len(kept) == len(rows)  # DPO reads them as Dolci preference rows
+
+
+def test_a_zero_count_leaves_a_procedural_set_out_of_the_dpo_data(tmp_path):
+    # Hydra merges a YAML/CLI dict into the configured one, so `mixture={}` keeps the configured sets;
+    # a zero count is how a user trains DPO on the delta pairs alone (as the README says)
+    configured = compose_config([]).posttrain.instruct.dpo.mixture
+    assert configured and compose_config(["posttrain.instruct.dpo.mixture={}"]).posttrain.instruct.dpo.mixture == configured
+    cfg = compose_config(["posttrain.instruct.dpo.mixture={math: 0}"]).posttrain.instruct.dpo
+    pairs_file = tmp_path / pairs.FILE
+    problem = procedural_math.generate(1, 5)[0]
+    pairs_file.write_text(json.dumps({"prompt": [{"role": "user", "content": problem.question}],
+                                      "chosen": [{"role": "assistant", "content": problem.solution}],
+                                      "rejected": [{"role": "assistant", "content": "I do not know."}]}) + "\n")
+    kept, _ = datasets.build("dpo", cfg, "instruct", {}, None, str(pairs_file))
+    assert [row["rejected"][0]["content"] for row in kept] == ["I do not know."]
