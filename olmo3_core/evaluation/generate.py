@@ -70,7 +70,7 @@ class Generator:
                 outputs += self.tokenizer.batch_decode(new, skip_special_tokens=False)
         finally:
             torch.random.set_rng_state(generator_state)
-        cut = [cut_completion(o) for o in outputs]
+        cut = [_cut(o) for o in outputs]
         return [cut[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
 
     def _run_vllm(self, prompts: list[str], max_new_tokens: int, sampling: Sampling | None) -> list[list[str]]:
@@ -83,7 +83,7 @@ class Generator:
                                     seed=sampling.seed, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids)
         else:
             params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids)
-        return [[cut_completion(o.text) for o in out.outputs] for out in self._llm.generate(prompts, params)]
+        return [[_cut(o.text) for o in out.outputs] for out in self._llm.generate(prompts, params)]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -124,7 +124,7 @@ def continuation_nll(model, prompt_ids: list[int], continuation_ids: list[int]) 
     return float(-logp[torch.arange(len(continuation_ids)), target].sum())
 
 
-def cut_completion(text: str) -> str:
+def _cut(text: str) -> str:
     """Drop everything from the first end-of-turn marker and any padding."""
     for marker in ("<|im_end|>", "<|endoftext|>"):
         text = text.split(marker)[0]

@@ -17,11 +17,10 @@ import json
 import logging
 from typing import Any
 
-import torch
-
-from olmo3_core.chat import EOS_TOKEN, IM_END, THINK_END, chat_template
+from olmo3_core.chat import THINK_END
 from olmo3_core.config.schema import PairsStageConfig
-from olmo3_core.evaluation.generate import cut_completion
+from olmo3_core.evaluation.generate import Generator
+from olmo3_core.evaluation.prompts import chat_prompt
 from olmo3_core.problems.procedural import math as procedural_math
 from olmo3_core.problems.verifiers import get_verifier
 from olmo3_core.stages import InputArtifact, StageContext, StageResult
@@ -29,31 +28,6 @@ from olmo3_core.stages.report import metrics_table
 
 log = logging.getLogger(__name__)
 FILE = "pairs.jsonl"
-
-
-def _load(artifact: InputArtifact, template: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path / "model", padding_side="left")
-    tokenizer.chat_template = chat_template(template)
-    model = AutoModelForCausalLM.from_pretrained(artifact.path / "model", dtype=torch.float32).eval()
-    return model, tokenizer
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions of chat prompts, cut at the end of the assistant turn. Special tokens are kept
-    up to there: Think's `</think>` is one, and it separates the reasoning from the answer."""
-    stop = tokenizer.convert_tokens_to_ids([IM_END, EOS_TOKEN])
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                 for p in prompts[start:start + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
-                             pad_token_id=tokenizer.pad_token_id)
-        out += tokenizer.batch_decode(ids[:, enc["input_ids"].size(1):], skip_special_tokens=False)
-    return [cut_completion(text) for text in out]
 
 
 def completion_message(style: str, completion: str) -> dict[str, str]:
@@ -102,13 +76,14 @@ def run(ctx: StageContext) -> StageResult:
     config: PairsStageConfig = ctx.config
     stronger, weaker = model_inputs(ctx)
     problems = procedural_math.generate(config.pairs.prompts, config.pairs.seed, "train")
-    prompts = [[{"role": "user", "content": p.question}] for p in problems]
     responses = []
     for i, artifact in enumerate((stronger, weaker)):
         ctx.progress(i, 2, f"generating with {artifact.stage}")
-        model, tokenizer = _load(artifact, config.template)
-        responses.append(generate(model, tokenizer, prompts, config.pairs.max_new_tokens, config.pairs.batch_size))
-        del model
+        # the eval's generator, on transformers in fp32 everywhere: greedy pairs that do not depend on the machine
+        generator = Generator(artifact.path / "model", backend="transformers")
+        prompts = [chat_prompt(generator.tokenizer, config.template, p.question) for p in problems]
+        responses.append(generator.generate(prompts, config.pairs.max_new_tokens, config.pairs.batch_size))
+        del generator
     names = tuple(f"{a.stage}@{a.fingerprint[:12]}" for a in (stronger, weaker))
     rows, metrics = make_pairs(config, responses[0], responses[1], problems, names)
     if not rows:

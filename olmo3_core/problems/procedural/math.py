@@ -22,7 +22,7 @@ class MathProblem:
 
 
 # Operand ranges: a two-digit number and a one-digit number, so every step is one carry at most. The tiny
-# preset's 1M-parameter model never learned two-digit-plus-two-digit sums (up to 40 + 30) from its
+# preset's 1.3M-parameter model never learned two-digit-plus-two-digit sums (up to 40 + 30) from its
 # budget: its held-out accuracy stayed under 0.1 after SFT, too close to 0 for any later step to show.
 A_RANGE, B_RANGE, C_RANGE = (2, 20), (2, 9), (2, 5)
 

@@ -60,11 +60,16 @@ def _stdlib_functions(count: int) -> list[str]:
     return found[:count]
 
 
+def arithmetic(problem) -> tuple[tuple[str, ...], int]:
+    """A procedural problem's numbers and answer: two problems with the same are one problem renamed."""
+    return tuple(re.findall(r"\d+", problem.question)), problem.answer
+
+
 def _negatives(rng: random.Random, with_gsm8k: bool) -> dict[str, list[str]]:
-    eval_problems = {(tuple(re.findall(r"\d+", p.question)), p.answer) for p in generate(SIZES["procedural_math"], 1234, "heldout")}
+    eval_problems = {arithmetic(p) for p in generate(SIZES["procedural_math"], 1234, "heldout")}
     # Training problems from the same templates. Those with an eval problem's numbers and answer are
     # that problem with another name (the same arithmetic), so they are not counted as clean.
-    siblings = [p for p in generate(1000, 0) if (tuple(re.findall(r"\d+", p.question)), p.answer) not in eval_problems]
+    siblings = [p for p in generate(1000, 0) if arithmetic(p) not in eval_problems]
     negatives = {"procedural_train": [_in_prose(rng, f"{p.question} {p.solution}") for p in siblings],
                  "prose": [english_doc(rng, 15) for _ in range(300)],
                  "code": [_in_prose(rng, source) for source in _stdlib_functions(200)]}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import re
 
 import numpy as np
 import pytest
@@ -41,24 +40,21 @@ def _decontaminator(**kw):
     return Decontaminator(cfg, items), notes
 
 
-def _arithmetic(problem) -> tuple[tuple[str, ...], int]:
-    return tuple(re.findall(r"\d+", problem.question)), problem.answer
-
-
 def test_benchmark_leaks_are_removed_and_templates_are_not():
     decon, _ = _decontaminator()
     leak = eval_texts("humaneval", 10, 0)[2]
     attrs, reason = decon({"text": "Some intro text.\n" + leak + "\nMore text after."})
     assert reason == "decontam:humaneval" and attrs["ngrams"] > 10
     from olmo3_core.problems.procedural.math import generate
+    from tests.olmo3_core.data.test_data_decontam_questions import arithmetic
 
     # Same templates, different problems: not contamination. A train problem with an eval problem's numbers
     # and answer is that problem under another name, so it is left out (as in test_data_decontam_questions).
     # With one-digit operands a train question can still differ from an eval question only in its first
     # number ("Lea has 18 apples. Lea gets 7 more..." vs "Lea has 7 apples. Lea gets 7 more..."), sharing a
     # long n-gram: rare (1 of 186 here), so the bound is on the rate, as in the question-level test.
-    eval_problems = {_arithmetic(p) for p in generate(50, 1234, "heldout")}
-    others = [p for p in generate(200, 0) if _arithmetic(p) not in eval_problems]
+    eval_problems = {arithmetic(p) for p in generate(50, 1234, "heldout")}
+    others = [p for p in generate(200, 0) if arithmetic(p) not in eval_problems]
     assert len(others) >= 150
     flagged = [p for p in others if decon({"text": f"Problem: {p.question} Solution: {p.solution}"})[1] is not None]
     assert len(flagged) / len(others) <= 0.01

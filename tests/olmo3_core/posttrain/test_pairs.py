@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
+from olmo3_core.chat import chat_template
 from olmo3_core.config.compose import compose_config
 from olmo3_core.config.schema import DeltaPairsConfig, ModelConfig, PairsStageConfig, TrainStageConfig
 from olmo3_core.config.typed import ConfigError
@@ -51,7 +53,7 @@ def test_pairs_choose_the_stronger_answer_or_the_reference_and_drop_pairs_withou
     assert counts["dropped_no_delta"] == 1.0  # "same" vs "same": nothing to learn
 
 
-def test_think_pairs_keep_the_reasoning_apart_from_the_answer():
+def test_think_pairs_keep_the_reasoning_apart_from_the_answer(tiny_model_dir):
     # Think completions start inside <think>: what precedes </think> is reasoning, and the chat template
     # must render each side back into the tokens the model produced (not "<think></think>" + everything)
     problems = procedural_math.generate(2, 5)
@@ -64,16 +66,10 @@ def test_think_pairs_keep_the_reasoning_apart_from_the_answer():
     assert rows[1]["chosen"] == [procedural_math.assistant_turn(problems[1], "think")]  # the model failed: the reference
     assert rows[1]["chosen"][0]["reasoning"] and rows[1]["chosen"][0]["content"].startswith("The answer is")
     assert rows[1]["rejected"] == [{"role": "assistant", "reasoning": "2 + 2 =", "content": ""}]  # never closed
-    rendered = _render_think(rows[0]["prompt"] + rows[0]["chosen"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = chat_template("think")
+    rendered = tokenizer.apply_chat_template(rows[0]["prompt"] + rows[0]["chosen"], tokenize=False)
     assert rendered.endswith(f"<|im_start|>assistant\n<think>{good}<|im_end|>\n")
-
-
-def _render_think(messages):
-    from jinja2 import Environment
-
-    from olmo3_core.chat import chat_template
-    template = chat_template("think").replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
-    return Environment().from_string(template).render(messages=messages, add_generation_prompt=False)
 
 
 def _artifact(stage, kind, path, fingerprint):
